@@ -1,0 +1,294 @@
+"""One Conch SSH client service per host, with the channels of its watched files.
+
+A :class:`HostTap` (service name ``host:<name>``) owns one or more
+:class:`ConnectionSlot` -- each a ``ClientService`` with capped exponential
+backoff and jitter -- and hands out channels on them.  OpenSSH refuses more
+than ``MaxSessions`` (default 10) channels per connection, so channels are
+spread over slots of at most ``max_channels`` each, and a refused open marks
+the slot full and moves on to another connection.
+
+The ping service can pause a host (:meth:`HostTap.set_reachable`): while paused
+no connection attempt is made (an open connection stays until its keepalives
+decide), and when the host answers again the tap reconnects at once, skipping
+whatever backoff was left.
+"""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Callable
+from typing import Any
+
+from twisted.application import service
+from twisted.application.internet import ClientService, backoffPolicy
+from twisted.conch.ssh.channel import SSHChannel
+from twisted.internet import defer
+from twisted.internet.endpoints import HostnameEndpoint
+from twisted.internet.interfaces import IReactorTime
+from twisted.logger import Logger
+from twisted.python.failure import Failure
+
+from rill.config import HostConfig
+from rill.ratelimit import RepeatSuppressor
+from rill.sshclient import LoginFailure, RillClientTransport, RillConnection, SSHClientFactory
+
+log = Logger()
+
+# Conch's SSH_OPEN_CONNECT_FAILED / ADMINISTRATIVELY_PROHIBITED: how sshd says
+# "no more sessions on this connection" (MaxSessions).
+_REFUSED_CODES = (1, 2)
+
+
+class ChannelOpenFailed(Exception):
+    pass
+
+
+class GatedEndpoint:
+    """An endpoint that makes no attempt while its host is known unreachable."""
+
+    def __init__(self, inner: Any, tap: HostTap) -> None:
+        self.inner = inner
+        self.tap = tap
+
+    def connect(self, factory: Any) -> defer.Deferred[Any]:
+        if self.tap.reachable:
+            return self._attempt(factory)
+        waiting: defer.Deferred[None] = defer.Deferred()
+        self.tap._gate_waiters.append(waiting)
+        return waiting.addCallback(lambda _: self._attempt(factory))
+
+    def _attempt(self, factory: Any) -> defer.Deferred[Any]:
+        self.tap.stats["connection_attempts"] += 1
+        return self.inner.connect(factory)
+
+    def __repr__(self) -> str:
+        return f"<ssh {self.tap.host.username}@{self.tap.host.address}:{self.tap.host.port}>"
+
+
+class ConnectionSlot:
+    """One SSH connection to the host, kept up by a ClientService.
+
+    ClientService counts a TCP connection as success, but a login can still
+    fail after it (wrong password, host key): those failures are counted here
+    and fed to the backoff policy, so a refused login backs off exponentially
+    instead of retrying at a fixed pace.  (prepareConnection is not used for
+    this: a prepare that fails as the connection drops trips ClientService's
+    state machine with NoTransition in Twisted 24-26.)
+    """
+
+    def __init__(self, tap: HostTap, number: int) -> None:
+        self.tap = tap
+        self.number = number
+        self.connection: RillConnection | None = None
+        self.capacity = tap.host.max_channels
+        self.channels: set[SSHChannel] = set()
+        self.login_failures = 0
+        host = tap.host
+        endpoint = HostnameEndpoint(tap.reactor, host.address.encode(), host.port, timeout=host.connect_timeout)
+        backoff = backoffPolicy(initialDelay=1.0, maxDelay=60.0, factor=2.0, jitter=lambda: random.uniform(0, 1))
+        factory = SSHClientFactory(host, tap.data_dir, tap.reactor)
+        factory.observer = self
+        self.service = ClientService(
+            GatedEndpoint(endpoint, tap),
+            factory,
+            retryPolicy=lambda attempt: backoff(max(attempt, self.login_failures)),
+            clock=tap.reactor,
+        )
+
+    # SSHClientFactory observer interface
+    def login_succeeded(self, proto: RillClientTransport, conn: RillConnection) -> None:
+        self.connection = conn
+        self.login_failures = 0
+        self.capacity = self.tap.host.max_channels
+        self.tap._slot_connected(self)
+
+    def login_failed(self, proto: RillClientTransport, failure: LoginFailure) -> None:
+        self.login_failures += 1
+        self.tap._login_failed(self, failure)
+
+    def connection_lost(self, proto: RillClientTransport, why: str) -> None:
+        if proto.connection is not None and self.connection is proto.connection:
+            self.connection = None
+            self.channels.clear()
+            self.tap._slot_lost(self, why)
+
+    @property
+    def free(self) -> int:
+        return self.capacity - len(self.channels) if self.connection is not None else 0
+
+    def reconnect_now(self) -> None:
+        """Skip the remaining backoff: restart the ClientService if it is not connected."""
+        if self.connection is None and self.service.running:
+            self.login_failures = 0
+            self.service.stopService().addCallback(lambda _: self.service.startService())
+
+
+class HostTap(service.MultiService):
+    """Everything Rill does on one host: its SSH connections and file taps."""
+
+    def __init__(self, host: HostConfig, data_dir: str, reactor: Any) -> None:
+        super().__init__()
+        self.setName(f"host:{host.name}")
+        self.host = host
+        self.data_dir = data_dir
+        self.reactor: IReactorTime = reactor
+        self.slots: list[ConnectionSlot] = []
+        self.reachable = True
+        self._gate_waiters: list[defer.Deferred[None]] = []
+        self._pending: list[tuple[SSHChannel, defer.Deferred[SSHChannel]]] = []
+        self._connection_observers: list[Callable[[], None]] = []
+        self.state = "connecting"
+        self.last_error: str | None = None
+        self.stats = {"connection_attempts": 0, "reconnects": 0, "connections": 0}
+        self._errors = RepeatSuppressor(log, reactor)
+        self.file_taps: list[Any] = []
+
+    def add_file_tap(self, file_tap: Any) -> None:
+        self.file_taps.append(file_tap)
+        if self.running:
+            file_tap.start()
+
+    # ------------------------------------------------------------ lifecycle
+
+    def startService(self) -> None:
+        super().startService()
+        self._add_slot()
+        for file_tap in self.file_taps:
+            file_tap.start()
+
+    def stopService(self) -> defer.Deferred[None]:
+        for file_tap in self.file_taps:
+            file_tap.stop()
+        for _, waiting in self._pending:
+            waiting.errback(ChannelOpenFailed(f"{self.host.name}: stopping"))
+        self._pending = []
+        for waiter in self._gate_waiters:
+            waiter.cancel()
+        self._gate_waiters = []
+        stops = [slot.service.stopService() for slot in self.slots]
+        parent = super().stopService()
+        return defer.DeferredList([*stops, defer.maybeDeferred(lambda: parent)]).addCallback(lambda _: None)
+
+    def _add_slot(self) -> ConnectionSlot:
+        slot = ConnectionSlot(self, len(self.slots))
+        self.slots.append(slot)
+        if self.running:
+            slot.service.startService()
+        return slot
+
+    # ------------------------------------------------------------ ping
+
+    def set_reachable(self, reachable: bool) -> None:
+        """The ping service's verdict: pause connection attempts, or resume at once."""
+        if reachable == self.reachable:
+            return
+        self.reachable = reachable
+        if not reachable:
+            if not self.connected:
+                self.state = "paused by ping"
+            log.info("{host}: unreachable by ping; connection attempts paused", host=self.host.name)
+            return
+        log.info("{host}: answers ping again; reconnecting now", host=self.host.name)
+        waiters, self._gate_waiters = self._gate_waiters, []
+        for waiter in waiters:
+            waiter.callback(None)
+        for slot in self.slots:
+            slot.reconnect_now()
+
+    # ------------------------------------------------------------ channels
+
+    @property
+    def connected(self) -> bool:
+        return any(slot.connection is not None for slot in self.slots)
+
+    def when_connected(self, observer: Callable[[], None]) -> None:
+        """Call ``observer`` every time a connection to the host becomes usable."""
+        self._connection_observers.append(observer)
+
+    def open_channel(self, channel: SSHChannel) -> defer.Deferred[SSHChannel]:
+        """Open ``channel`` on a connection with room; fires once the server accepted it."""
+        waiting: defer.Deferred[SSHChannel] = defer.Deferred()
+        self._pending.append((channel, waiting))
+        self._pump()
+        return waiting
+
+    def _pump(self) -> None:
+        while self._pending:
+            slot = max(self.slots, key=lambda s: s.free)
+            if slot.free <= 0:
+                if all(s.connection is not None for s in self.slots):
+                    self._add_slot()
+                return
+            channel, waiting = self._pending.pop(0)
+            self._open_on(slot, channel, waiting)
+
+    def _open_on(self, slot: ConnectionSlot, channel: SSHChannel, waiting: defer.Deferred[SSHChannel]) -> None:
+        conn = slot.connection
+        assert conn is not None
+        slot.channels.add(channel)
+        opened: defer.Deferred[None] = defer.Deferred()
+        channel._rill_opened = opened  # the channel fires it from channelOpen/openFailed
+        channel._rill_slot = slot
+        conn.openChannel(channel)
+        opened.addCallbacks(lambda _: waiting.callback(channel), lambda f: self._open_failed(slot, channel, waiting, f))
+
+    def _open_failed(
+        self, slot: ConnectionSlot, channel: SSHChannel, waiting: defer.Deferred[SSHChannel], failure: Failure
+    ) -> None:
+        slot.channels.discard(channel)
+        code = getattr(failure.value, "data", None)
+        if slot.connection is not None and code in _REFUSED_CODES and slot.channels:
+            slot.capacity = len(slot.channels)
+            log.info(
+                "{host}: server refused channel {n} on connection {slot}; using another connection",
+                host=self.host.name,
+                n=len(slot.channels) + 1,
+                slot=slot.number,
+            )
+            self._pending.insert(0, (channel, waiting))
+            self._pump()
+            return
+        waiting.errback(ChannelOpenFailed(f"{self.host.name}: channel refused: {failure.getErrorMessage()}"))
+
+    def channel_closed(self, channel: SSHChannel) -> None:
+        slot = getattr(channel, "_rill_slot", None)
+        if slot is not None:
+            slot.channels.discard(channel)
+        if self._pending:
+            self._pump()
+
+    # ------------------------------------------------------------ slot events
+
+    def _slot_connected(self, slot: ConnectionSlot) -> None:
+        self.stats["connections"] += 1
+        if self.stats["connections"] > 1:
+            self.stats["reconnects"] += 1
+        if self.state != "connected":
+            log.info(
+                "{host}: connected as {user} (connection {slot})",
+                host=self.host.name,
+                user=self.host.username,
+                slot=slot.number,
+            )
+        self.state = "connected"
+        self.last_error = None
+        self._errors.reset(self.host.name)
+        self._pump()
+        for observer in list(self._connection_observers):
+            observer()
+
+    def _slot_lost(self, slot: ConnectionSlot, why: str) -> None:
+        if not self.connected:
+            self.state = "connecting" if self.reachable else "paused by ping"
+        log.info("{host}: connection {slot} lost ({why})", host=self.host.name, slot=slot.number, why=why)
+
+    def _login_failed(self, slot: ConnectionSlot, failure: LoginFailure) -> None:
+        if not self.connected:
+            self.state = failure.kind if failure.kind in ("auth failed", "host key mismatch") else "backing off"
+        self.last_error = str(failure)
+        self._errors.report(
+            self.host.name,
+            str(failure),
+            "{host}: login failed: {error}",
+            host=self.host.name,
+        )
