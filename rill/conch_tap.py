@@ -20,7 +20,7 @@ from collections.abc import Callable
 from typing import Any
 
 from twisted.application import service
-from twisted.application.internet import ClientService, backoffPolicy
+from twisted.application.internet import ClientService
 from twisted.conch.ssh.channel import SSHChannel
 from twisted.internet import defer
 from twisted.internet.endpoints import HostnameEndpoint
@@ -41,6 +41,15 @@ _REFUSED_CODES = (1, 2)
 
 class ChannelOpenFailed(Exception):
     pass
+
+
+def retry_policy(initial: float, maximum: float) -> Callable[[int], float]:
+    """Capped exponential backoff with up to 25% jitter, so a fleet does not reconnect in step."""
+
+    def delay(attempt: int) -> float:
+        return min(initial * 2 ** min(attempt - 1, 60), maximum) * random.uniform(1.0, 1.25)
+
+    return delay
 
 
 class GatedEndpoint:
@@ -85,7 +94,7 @@ class ConnectionSlot:
         self.login_failures = 0
         host = tap.host
         endpoint = HostnameEndpoint(tap.reactor, host.address.encode(), host.port, timeout=host.connect_timeout)
-        backoff = backoffPolicy(initialDelay=1.0, maxDelay=60.0, factor=2.0, jitter=lambda: random.uniform(0, 1))
+        backoff = retry_policy(host.retry_initial, host.retry_max)
         factory = SSHClientFactory(host, tap.data_dir, tap.reactor)
         factory.observer = self
         self.service = ClientService(

@@ -73,6 +73,8 @@ class HostConfig:
     keepalive_count: int = 3
     connect_timeout: float = 10.0
     max_channels: int = 10
+    retry_initial: float = 1.0
+    retry_max: float = 60.0
 
     @property
     def silence_timeout(self) -> float:
@@ -358,6 +360,8 @@ _HOST_KEYS: dict[str, Callable[[str], object]] = {
     "keepalive_count": lambda t: parse_int(t, 1, 100),
     "connect_timeout": lambda t: parse_seconds(t, 0.0),
     "max_channels": lambda t: parse_int(t, 1, 1000),
+    "retry_initial": lambda t: parse_seconds(t, 0.0),
+    "retry_max": lambda t: parse_seconds(t, 0.0),
 }
 
 _RILL_KEYS: dict[str, Callable[[str], object]] = {

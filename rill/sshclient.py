@@ -79,10 +79,10 @@ class RillUserAuth(userauth.SSHUserAuthClient):
             return defer.fail(LoginFailure("auth failed", "keyboard-interactive refused"))
         return defer.succeed([self.host.password.value if not echo else "" for _, echo in prompts])
 
-    def getPublicKey(self) -> bytes | None:
+    def getPublicKey(self) -> keys.Key | None:
         if self.host.key is None or not self._once("publickey"):
             return None
-        return keys.Key.fromFile(self.host.key, passphrase=self._passphrase()).public().blob()
+        return keys.Key.fromFile(self.host.key, passphrase=self._passphrase()).public()
 
     def getPrivateKey(self) -> defer.Deferred[keys.Key]:
         return defer.succeed(keys.Key.fromFile(self.host.key, passphrase=self._passphrase()))

@@ -59,6 +59,25 @@ def _ensure_busybox_bin() -> None:
             os.symlink(busybox, link)
 
 
+def _test_password(user: str) -> str:
+    """One random password per test user and machine, kept in a root-only file.
+
+    Stable across SSHServer instances, so tests running side by side (or a
+    server restarted in a test) never change a password under a live tap.
+    """
+    path = os.path.join("/opt/rill-test/secrets", f"{user}.password")
+    os.makedirs(os.path.dirname(path), mode=0o700, exist_ok=True)
+    try:
+        with open(path) as f:
+            return f.read().strip()
+    except FileNotFoundError:
+        password = secrets.token_urlsafe(12)
+        descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(descriptor, "w") as f:
+            f.write(password)
+        return password
+
+
 def _ensure_user(name: str, shell: str, password: str) -> None:
     if subprocess.run(["id", name], capture_output=True).returncode != 0:
         subprocess.run(["useradd", "-m", "-s", shell, name], check=True, capture_output=True)
@@ -99,8 +118,8 @@ class SSHServer:
         self.dir = tempfile.mkdtemp(prefix="rill-sshd-")
         os.chmod(self.dir, 0o755)
         self.port = free_port()
-        self.gnu = Login(GNU_USER, secrets.token_urlsafe(12), busybox=False)
-        self.busybox = Login(BUSYBOX_USER, secrets.token_urlsafe(12), busybox=True)
+        self.gnu = Login(GNU_USER, _test_password(GNU_USER), busybox=False)
+        self.busybox = Login(BUSYBOX_USER, _test_password(BUSYBOX_USER), busybox=True)
         _ensure_busybox_bin()
         _ensure_user(GNU_USER, "/bin/bash", self.gnu.password)
         _ensure_user(BUSYBOX_USER, os.path.join(BUSYBOX_BIN, "sh"), self.busybox.password)
@@ -171,21 +190,46 @@ class SSHServer:
         process, self._process = self._process, None
         if process is None:
             return defer.succeed(None)
-        # The forked per-connection processes are children of the listener:
-        # end them too, or clients would keep their connections to a "down" host.
-        subprocess.run(["pkill", "-KILL", "-P", str(process.transport.pid)], capture_output=True)
+        # The forked per-connection processes descend from the listener: end
+        # them too, or clients would keep their connections to a "down" host.
+        _kill_descendants(process.transport.pid)
         process.transport.signalProcess("KILL")
         return process.ended
 
     def kill_sessions(self) -> None:
         """Kill the per-connection sshd processes: every client sees its connection drop."""
         assert self._process is not None, "sshd is not running"
-        subprocess.run(["pkill", "-KILL", "-P", str(self._process.transport.pid)], capture_output=True)
+        _kill_descendants(self._process.transport.pid)
 
     def cleanup(self) -> defer.Deferred[None]:
         d = self.stop()
         d.addBoth(lambda _: shutil.rmtree(self.dir, ignore_errors=True))
         return d
+
+
+def _kill_descendants(pid: int) -> None:
+    """SIGKILL every process below ``pid`` (read from /proc, deepest first)."""
+    children: dict[int, list[int]] = {}
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/stat", "rb") as f:
+                fields = f.read().rsplit(b")", 1)[1].split()
+        except OSError:
+            continue
+        children.setdefault(int(fields[1]), []).append(int(entry))
+    found: list[int] = []
+    stack = [pid]
+    while stack:
+        for child in children.get(stack.pop(), []):
+            found.append(child)
+            stack.append(child)
+    for child in reversed(found):
+        try:
+            os.kill(child, 9)
+        except ProcessLookupError:
+            pass
 
 
 def make_target_dir(prefix: str = "rill-logs-") -> str:
