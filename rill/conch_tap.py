@@ -216,13 +216,16 @@ class HostTap(service.MultiService):
 
     def open_channel(self, channel: SSHChannel) -> defer.Deferred[SSHChannel]:
         """Open ``channel`` on a connection with room; fires once the server accepted it."""
-        waiting: defer.Deferred[SSHChannel] = defer.Deferred()
+        def cancel(d: defer.Deferred[SSHChannel]) -> None:
+            self._pending = [(c, w) for c, w in self._pending if w is not d]
+
+        waiting: defer.Deferred[SSHChannel] = defer.Deferred(cancel)
         self._pending.append((channel, waiting))
         self._pump()
         return waiting
 
     def _pump(self) -> None:
-        while self._pending:
+        while self._pending and self.slots:
             slot = max(self.slots, key=lambda s: s.free)
             if slot.free <= 0:
                 if all(s.connection is not None for s in self.slots):
@@ -265,6 +268,18 @@ class HostTap(service.MultiService):
             slot.channels.discard(channel)
         if self._pending:
             self._pump()
+
+    def status(self) -> dict[str, Any]:
+        return {
+            "state": self.state,
+            "address": f"{self.host.address}:{self.host.port}",
+            "username": self.host.username,
+            "connections": sum(1 for slot in self.slots if slot.connection is not None),
+            "channels": sum(len(slot.channels) for slot in self.slots),
+            "last_error": self.last_error,
+            "reachable": self.reachable,
+            **self.stats,
+        }
 
     # ------------------------------------------------------------ slot events
 

@@ -114,7 +114,7 @@ class FileTap:
         host_tap: Any,
         mirrored: MirroredFile,
         watch_interval: float,
-        on_append: Callable[[MirroredFile], None],
+        on_append: Callable[[MirroredFile, int], None],
     ) -> None:
         self.host_tap = host_tap
         self.mirrored = mirrored
@@ -131,6 +131,7 @@ class FileTap:
         self.stats = {"bytes": 0, "streams": 0, "generations_started": 0}
         self._retry: Any = None
         self._stderr = b""
+        self.caught_up_at = self.clock.seconds()
 
     # ------------------------------------------------------------ lifecycle
 
@@ -238,8 +239,10 @@ class FileTap:
             return
         self.offset = self.mirrored.append(self.generation, self.offset, data, time.time())
         self.remote_size = max(self.remote_size, self.offset)
+        if self.offset >= self.remote_size:
+            self.caught_up_at = self.clock.seconds()
         self.stats["bytes"] += len(data)
-        self.on_append(self.mirrored)
+        self.on_append(self.mirrored, self.remote_size)
 
     def stderr_received(self, data: bytes) -> None:
         self._stderr = (self._stderr + data)[-4096:]
@@ -291,6 +294,7 @@ class FileTap:
             "offset": self.offset,
             "remote_size": self.remote_size,
             "lag_bytes": max(self.remote_size - self.offset, 0),
+            "lag_seconds": round(self.clock.seconds() - self.caught_up_at, 3) if self.remote_size > self.offset else 0.0,
             **self.stats,
         }
 

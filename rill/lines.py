@@ -21,7 +21,13 @@ from rill.store.mirror import MirroredFile
 
 log = Logger()
 
-SLICE = 1 << 18  # bytes read per turn of the reactor: keeps other taps responsive
+SLICE = 1 << 16  # bytes read per turn of the reactor: keeps other taps responsive
+#: While the mirror is more than BACKLOG bytes behind the server's file (catching up on
+#: a large file), publishing yields to the network for BACKLOG_PAUSE seconds between
+#: slices: the mirror (the promise) comes first and the stream follows at full speed
+#: once it has caught up.  Live lines (a small backlog) go out at once.
+BACKLOG = 1 << 20
+BACKLOG_PAUSE = 0.1
 
 LineSink = Callable[[MirroredFile, int, int, bytes, float], None]
 
@@ -46,6 +52,7 @@ class MirrorFollower:
         self.sink = sink
         self.clock = clock
         self.lines = 0
+        self._remote_size = 0
         self._scheduled: Any = None
         current = mirrored.current()
         self.generation = current.number if current else 0
@@ -63,10 +70,13 @@ class MirrorFollower:
             position = start
         return 0
 
-    def poke(self) -> None:
-        """New bytes are in the mirror: publish them soon (coalesced)."""
+    def poke(self, remote_size: int = 0) -> None:
+        """New bytes are in the mirror (the server's file is ``remote_size`` long): publish them soon."""
+        self._remote_size = max(self._remote_size, remote_size)
         if self._scheduled is None:
-            self._scheduled = self.clock.callLater(0, self._run)
+            mirrored = self.mirrored.length(self.generation) if self.generation else 0
+            catching_up = self._remote_size - mirrored > BACKLOG
+            self._scheduled = self.clock.callLater(BACKLOG_PAUSE if catching_up else 0, self._run)
 
     def stop(self) -> None:
         if self._scheduled is not None and self._scheduled.active():
@@ -122,4 +132,5 @@ class MirrorFollower:
             self.lines += 1
         self.generation = numbers[numbers.index(self.generation) + 1]
         self.offset = 0
+        self._remote_size = 0
         return True

@@ -1,8 +1,12 @@
 """``twistd rill -c config.ini``: build Rill's named service tree.
 
     rill                       MultiService
-    ├── publish                the data PUB socket
+    ├── publish                the data PUB socket (lines, ping changes)
     ├── host:<name>            one per host: SSH connections + file taps
+    ├── sessions:<name>        interactive shell sessions on that host's connection
+    ├── signal:<name>          the host's own ROUTER (``signal =``), the seed's protocol
+    ├── control                the global ROUTER: sessions by host, search, status
+    ├── ping                   ICMP echo; pauses and resumes the host taps
     └── store-sync             fsyncs the mirrors once a second
 """
 
@@ -18,12 +22,16 @@ from twisted.python import usage
 from txzmq import ZmqFactory
 
 from rill.conch_tap import HostTap
-from rill.config import ConfigError, RillConfig, find_config, read_config
+from rill.config import ConfigError, HostConfig, RillConfig, find_config, read_config
 from rill.filetap import FileTap
 from rill.lines import MirrorFollower
 from rill.parsers import make_parser
+from rill.ping import PingService
 from rill.protocols.data import DataPublisher, line_topic
+from rill.protocols.router import RouterEndpoint
+from rill.sessions import SessionManager, control_handlers, session_handlers
 from rill.store.mirror import MirroredFile, MirrorStore
+from rill.timefmt import iso_utc
 
 log = Logger()
 
@@ -51,24 +59,77 @@ class RillService(service.MultiService):
         self.hosts: dict[str, HostTap] = {}
         self.append_observers: list[Any] = []
         self._build_taps()
-        internet.TimerService(1.0, self.store.sync).setServiceParent(self)
+        self.sessions: dict[str, SessionManager] = {}
+        self._build_sessions()
+        self.control: RouterEndpoint | None = None
+        if config.control:
+            handlers = {**control_handlers(self.sessions), "status": lambda request: {"status": self.status()}}
+            self.control = RouterEndpoint(self.zmq, config.control, handlers, config.max_request_age, reactor)
+            self.control.setName("control")
+            self.control.setServiceParent(self)
+        self.ping = self._build_ping()
+        store_sync = internet.TimerService(1.0, self.store.sync)
+        store_sync.setName("store-sync")
+        store_sync.setServiceParent(self)
+
+    def _host_tap(self, host: HostConfig) -> HostTap:
+        host_tap = self.hosts.get(host.name)
+        if host_tap is None:
+            host_tap = self.hosts[host.name] = HostTap(host, self.config.data_dir, self.reactor)
+            host_tap.setServiceParent(self)
+        return host_tap
 
     def _build_taps(self) -> None:
         for host, tap, path in self.config.watches():
-            host_tap = self.hosts.get(host.name)
-            if host_tap is None:
-                host_tap = self.hosts[host.name] = HostTap(host, self.config.data_dir, self.reactor)
-                host_tap.setServiceParent(self)
+            host_tap = self._host_tap(host)
             mirrored = self.store.file(host.name, path, tap.name)
             self.parsers[(host.name, path)] = make_parser(tap)
             self.followers[(host.name, path)] = MirrorFollower(mirrored, self._publish_line, self.reactor)
             host_tap.add_file_tap(FileTap(host_tap, mirrored, self.config.watch_interval, self._appended))
 
+    def _build_sessions(self) -> None:
+        """A session manager per host on its tap's connection; a warm pool where a
+        ``signal =`` endpoint invites clients, sessions on demand (through
+        ``control``) elsewhere -- five idle shells on every host of a fleet would
+        be a heavy footprint nobody asked for."""
+        for host in self.config.hosts.values():
+            if host.name not in self.hosts and host.signal is None:
+                continue
+            host_tap = self._host_tap(host)
+            manager = SessionManager(
+                host_tap.open_channel,
+                self.config.session_pool if host.signal else 0,
+                self.config.max_sessions,
+                self.reactor,
+                host.name,
+                zmq_factory=self.zmq,
+                channel_closed=host_tap.channel_closed,
+                is_connected=lambda tap=host_tap: tap.connected,
+            )
+            manager.setName(f"sessions:{host.name}")
+            host_tap.when_connected(manager.host_connected)
+            manager.setServiceParent(self)
+            self.sessions[host.name] = manager
+            if host.signal:
+                router = RouterEndpoint(self.zmq, host.signal, session_handlers(manager), self.config.max_request_age, self.reactor)
+                router.setName(f"signal:{host.name}")
+                router.setServiceParent(self)
+
+    def _build_ping(self) -> PingService | None:
+        targets = [(name, tap.host.address) for name, tap in self.hosts.items() if tap.host.ping]
+        if not targets:
+            return None
+        ping = PingService(targets, self.config.ping_interval, self.config.ping_misses, self.publisher.publish, self.reactor)
+        ping.setName("ping")
+        ping.add_observer(lambda host, responsive: self.hosts[host].set_reachable(responsive))
+        ping.setServiceParent(self)
+        return ping
+
     def file_taps(self) -> list[FileTap]:
         return [ft for host in self.hosts.values() for ft in host.file_taps]
 
-    def _appended(self, mirrored: MirroredFile) -> None:
-        self.followers[(mirrored.host, mirrored.path)].poke()
+    def _appended(self, mirrored: MirroredFile, remote_size: int) -> None:
+        self.followers[(mirrored.host, mirrored.path)].poke(remote_size)
         for observer in self.append_observers:
             observer(mirrored)
 
@@ -84,6 +145,39 @@ class RillService(service.MultiService):
             **record,
         }
         self.publisher.publish(line_topic(mirrored.host, mirrored.path), message)
+
+    def status(self) -> dict[str, Any]:
+        """Everything an operator asks "what is it doing?" about, as plain data.
+
+        Used by ``rill status`` (through the control ROUTER), the metrics
+        collector and the manhole; cheap enough to call on every scrape.
+        """
+        taps = []
+        for host_tap in self.hosts.values():
+            for file_tap in host_tap.file_taps:
+                row = file_tap.status()
+                follower = self.followers.get((host_tap.host.name, file_tap.path))
+                row["lines"] = follower.lines if follower else 0
+                row["tap"] = file_tap.mirrored.tap
+                row["reconnects"] = host_tap.stats["reconnects"]
+                row["last_error"] = host_tap.last_error
+                if not host_tap.connected:
+                    row["state"] = host_tap.state
+                row["gaps"] = len(file_tap.mirrored.gaps())
+                taps.append(row)
+        hosts = {name: host_tap.status() for name, host_tap in self.hosts.items()}
+        extra: dict[str, Any] = {}
+        if self.ping is not None:
+            extra["ping"] = self.ping.status()
+        if self.control is not None:
+            extra["control"] = {"endpoint": self.control.bound_endpoint, "requests": dict(self.control.counts)}
+        return {
+            "datetime": iso_utc(self.reactor.seconds()),
+            "taps": taps,
+            "hosts": hosts,
+            "publish": {"endpoint": self.publisher.bound_endpoint, "sent": self.publisher.sent, "failed": self.publisher.failed},
+            **extra,
+        }
 
     def stopService(self) -> Any:
         for follower in self.followers.values():

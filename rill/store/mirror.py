@@ -68,6 +68,7 @@ class MirroredFile:
         self.tap = tap
         self._generations: list[GenerationRecord] = []
         self._handles: dict[int, object] = {}
+        self._times: dict[int, object] = {}
         self._load()
 
     # -------------------------------------------------------------- reading
@@ -168,8 +169,10 @@ class MirroredFile:
         handle.write(data)
         handle.flush()
         end = offset + len(data)
-        with open(self._times_path(number), "ab") as times:
-            times.write(_TIMES.pack(end, received))
+        times = self._times.get(number)
+        if times is None:
+            times = self._times[number] = open(self._times_path(number), "ab", buffering=0)
+        times.write(_TIMES.pack(end, received))
         if offset < FINGERPRINT_SIZE:
             self._replace(number, fingerprint=fingerprint_of(self.head(number)))
         return end
@@ -216,9 +219,10 @@ class MirroredFile:
         return handle
 
     def _close(self, number: int) -> None:
-        handle = self._handles.pop(number, None)
-        if handle is not None:
-            handle.close()  # type: ignore[attr-defined]
+        for handles in (self._handles, self._times):
+            handle = handles.pop(number, None)
+            if handle is not None:
+                handle.close()  # type: ignore[attr-defined]
 
     def _load(self) -> None:
         path = os.path.join(self.directory, "checkpoint.json")
