@@ -148,7 +148,7 @@ class HostTap(service.MultiService):
         self._connection_observers: list[Callable[[], None]] = []
         self.state = "connecting"
         self.last_error: str | None = None
-        self.stats = {"connection_attempts": 0, "reconnects": 0, "connections": 0}
+        self.stats = {"connection_attempts": 0, "reconnects": 0, "logins": 0}
         self._errors = RepeatSuppressor(log, reactor)
         self.file_taps: list[Any] = []
 
@@ -284,8 +284,8 @@ class HostTap(service.MultiService):
     # ------------------------------------------------------------ slot events
 
     def _slot_connected(self, slot: ConnectionSlot) -> None:
-        self.stats["connections"] += 1
-        if self.stats["connections"] > 1:
+        self.stats["logins"] += 1
+        if self.stats["logins"] > 1:
             self.stats["reconnects"] += 1
         if self.state != "connected":
             log.info(

@@ -63,7 +63,7 @@ class RillService(service.MultiService):
         self._build_sessions()
         self.control: RouterEndpoint | None = None
         if config.control:
-            handlers = {**control_handlers(self.sessions), "status": lambda request: {"status": self.status()}}
+            handlers = {**control_handlers(self.sessions), "status": lambda request: {"report": self.status()}}
             self.control = RouterEndpoint(self.zmq, config.control, handlers, config.max_request_age, reactor)
             self.control.setName("control")
             self.control.setServiceParent(self)

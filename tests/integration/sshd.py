@@ -43,9 +43,9 @@ def require_sshd() -> None:
         raise SkipTest("the private sshd needs root to create its test users (.ci/run runs as root)")
 
 
-def free_port() -> int:
+def free_port(address: str = "127.0.0.1") -> int:
     with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
+        s.bind((address, 0))
         return s.getsockname()[1]
 
 
@@ -113,11 +113,12 @@ class _SSHDProcess(protocol.ProcessProtocol):
 class SSHServer:
     """One private sshd; start it, stop it, start it again on the same port."""
 
-    def __init__(self, max_sessions: int = 10, max_startups: str = "200:30:400") -> None:
+    def __init__(self, max_sessions: int = 10, max_startups: str = "200:30:400", address: str = "127.0.0.1") -> None:
         require_sshd()
+        self.address = address
         self.dir = tempfile.mkdtemp(prefix="rill-sshd-")
         os.chmod(self.dir, 0o755)
-        self.port = free_port()
+        self.port = free_port(address)
         self.gnu = Login(GNU_USER, _test_password(GNU_USER), busybox=False)
         self.busybox = Login(BUSYBOX_USER, _test_password(BUSYBOX_USER), busybox=True)
         _ensure_busybox_bin()
@@ -139,7 +140,7 @@ class SSHServer:
         return "\n".join(
             [
                 f"Port {self.port}",
-                "ListenAddress 127.0.0.1",
+                f"ListenAddress {self.address}",
                 f"HostKey {self.dir}/host_ed25519",
                 f"HostKey {self.dir}/host_rsa",
                 f"PidFile {self.dir}/sshd.pid",
@@ -172,7 +173,7 @@ class SSHServer:
         for kind in ("ed25519", "rsa"):
             with open(os.path.join(self.dir, f"host_{kind}.pub")) as f:
                 keytype, blob = f.read().split()[:2]
-            lines.append(f"[127.0.0.1]:{self.port} {keytype} {blob}\n")
+            lines.append(f"[{self.address}]:{self.port} {keytype} {blob}\n")
         return "".join(lines)
 
     @property
