@@ -43,6 +43,15 @@ class ChannelOpenFailed(Exception):
     pass
 
 
+def _glob_match(pattern: str, path: str) -> bool:
+    import fnmatch
+    import os
+
+    return os.path.dirname(pattern) == os.path.dirname(path) and fnmatch.fnmatchcase(
+        os.path.basename(path), os.path.basename(pattern)
+    )
+
+
 def retry_policy(initial: float, maximum: float) -> Callable[[int], float]:
     """Capped exponential backoff with up to 25% jitter, so a fleet does not reconnect in step."""
 
@@ -151,11 +160,60 @@ class HostTap(service.MultiService):
         self.stats = {"connection_attempts": 0, "reconnects": 0, "logins": 0}
         self._errors = RepeatSuppressor(log, reactor)
         self.file_taps: list[Any] = []
+        self.patterns: dict[str, str] = {}  # path or glob -> tap name
+        self.file_tap_factory: Callable[[str, str], Any] | None = None
+        self.watch_interval = 1.0
+        self._watch: Any = None
+        self._watch_retry: Any = None
 
     def add_file_tap(self, file_tap: Any) -> None:
         self.file_taps.append(file_tap)
         if self.running:
             file_tap.start()
+
+    def add_pattern(self, pattern: str, tap_name: str) -> None:
+        """Watch ``pattern`` (a path, or a glob whose matches become file taps as they appear)."""
+        self.patterns[pattern] = tap_name
+
+    # ------------------------------------------------------------ the watch channel
+
+    def _start_watch(self) -> None:
+        from rill.watch import WatchChannel, watch_command
+
+        if self._watch is not None or not self.patterns or not self.running:
+            return
+        self._watch = WatchChannel(self, watch_command(list(self.patterns), self.watch_interval))
+        self.open_channel(self._watch).addErrback(lambda _: self._watch_ended(None))
+
+    def _watch_ended(self, channel: Any) -> None:
+        if channel is not None and channel is not self._watch:
+            return
+        self._watch = None
+        for file_tap in self.file_taps:
+            file_tap.disconnected() if not self.connected else None
+        if self.running and self.connected and self._watch_retry is None:
+            self._watch_retry = self.reactor.callLater(self.watch_interval, self._retry_watch)
+
+    def _retry_watch(self) -> None:
+        self._watch_retry = None
+        self._start_watch()
+
+    def poll_received(self, snapshots: list[Any]) -> None:
+        """One poll of every watched path: hand each snapshot to its file tap."""
+        from rill.rotation import rotation_base
+        from rill.watch import is_glob
+
+        by_path = {ft.path: ft for ft in self.file_taps}
+        literal = [p for p in self.patterns if not is_glob(p)]
+        for snapshot in snapshots:
+            file_tap = by_path.get(snapshot.path)
+            if file_tap is None:
+                if rotation_base(snapshot.path, [*literal, *by_path]) is not None or self.file_tap_factory is None:
+                    continue  # a rotated name of a watched file, not a file of its own
+                tap_name = next((t for p, t in self.patterns.items() if is_glob(p) and _glob_match(p, snapshot.path)), "")
+                file_tap = self.file_tap_factory(snapshot.path, tap_name)
+                by_path[snapshot.path] = file_tap
+            file_tap.on_snapshot(snapshot)
 
     # ------------------------------------------------------------ lifecycle
 
@@ -168,6 +226,11 @@ class HostTap(service.MultiService):
     def stopService(self) -> defer.Deferred[None]:
         for file_tap in self.file_taps:
             file_tap.stop()
+        if self._watch_retry is not None and self._watch_retry.active():
+            self._watch_retry.cancel()
+        self._watch_retry = None
+        if self._watch is not None:
+            self._watch.stop()
         for _, waiting in self._pending:
             waiting.errback(ChannelOpenFailed(f"{self.host.name}: stopping"))
         self._pending = []
@@ -298,10 +361,19 @@ class HostTap(service.MultiService):
         self.last_error = None
         self._errors.reset(self.host.name)
         self._pump()
+        self._start_watch()
         for observer in list(self._connection_observers):
             observer()
 
     def _slot_lost(self, slot: ConnectionSlot, why: str) -> None:
+        if self._watch is not None and getattr(self._watch, "_rill_slot", None) is slot:
+            self._watch = None
+        for file_tap in self.file_taps:
+            file_tap.readers = {n: r for n, r in file_tap.readers.items() if getattr(r, "_rill_slot", None) is not slot}
+            if not file_tap.readers and not self.connected:
+                file_tap.disconnected()
+        if self.connected:
+            self._start_watch()
         if not self.connected:
             self.state = "connecting" if self.reachable else "paused by ping"
         log.info("{host}: connection {slot} lost ({why})", host=self.host.name, slot=slot.number, why=why)

@@ -1,17 +1,18 @@
-"""One watched file on one host: an exec channel streaming it into the mirror.
+"""One watched path on one host: its generations, read into the mirror.
 
-Lifecycle (:class:`FileTapState`):
+Every poll of the host's watch channel brings a :class:`rill.rotation.Snapshot`
+of the path and its rotated siblings; :func:`rill.rotation.plan` says what to
+do (drain a generation from wherever its bytes are now, adopt a new one,
+record a gap, finish one) and :class:`FileTap` carries the plan out, action
+after action, with one :class:`StreamChannel` per generation being read.
 
-* ``WAITING``   -- no usable connection to the host yet;
-* ``OPENING``   -- a stream channel is being opened, its header not yet seen;
-* ``STREAMING`` -- bytes flow into the mirror;
-* ``MISSING``   -- the file does not exist (yet); looked for again every
-  ``watch_interval`` seconds;
+States (:class:`FileTapState`), for status:
+
+* ``WAITING``   -- no usable connection to the host yet (or no poll since);
+* ``CATCHING_UP`` -- reading generations that rotated away, or a large backlog;
+* ``STREAMING`` -- following the file at the path;
+* ``MISSING``   -- nothing at the path (yet); nothing is lost while we wait;
 * ``STOPPED``   -- the service stopped.
-
-Each stream starts at the mirror's length.  The server first prints what it
-opened (device, inode, size, md5 of the bytes before the offset); the pure
-:func:`rill.generations.decide` says whether that is still our generation.
 """
 
 from __future__ import annotations
@@ -23,78 +24,116 @@ from typing import Any
 
 from twisted.conch.ssh import common
 from twisted.conch.ssh.channel import SSHChannel
+from twisted.internet import defer
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
 from rill import remote
-from rill.generations import Resume, StartNew, decide, tail_check
-from rill.remote import CHECK_SIZE, StreamHeader
+from rill.generations import tail_check
+from rill.remote import CHECK_SIZE
+from rill.rotation import Adopt, Drain, Finish, Gap, KnownGeneration, NeedHeads, Plan, RemoteFile, Snapshot, plan
 from rill.sshclient import exec_request
-from rill.store.mirror import MirroredFile
+from rill.store.mirror import FINGERPRINT_SIZE, MirroredFile
+from rill.watch import heads_command, parse_heads
 
 log = Logger()
 
 
 class FileTapState(enum.Enum):
     WAITING = "waiting for connection"
-    OPENING = "opening"
+    CATCHING_UP = "catching up"
     STREAMING = "streaming"
     MISSING = "file missing"
     STOPPED = "stopped"
 
 
-class StreamChannel(SSHChannel):
-    """An exec channel running :func:`rill.remote.stream_command`."""
+class CommandChannel(SSHChannel):
+    """An exec channel whose whole output is returned when it closes."""
 
     name = b"session"
 
-    def __init__(self, tap: FileTap, command: str) -> None:
-        # A 2 MiB window: Conch's 128 KiB default halves throughput (FIELD-NOTES).
-        super().__init__(localWindow=2**21, localMaxPacket=2**15)
-        self.tap = tap
+    def __init__(self, command: str) -> None:
+        super().__init__(localWindow=2**20, localMaxPacket=2**15)
         self.command = command
-        self._header: bytearray | None = bytearray()
-        self.discarding = False
+        self.output = b""
+        self.done: defer.Deferred[bytes] = defer.Deferred()
 
     def channelOpen(self, specificData: bytes) -> None:
         self.conn.channel_opened()
         self._rill_opened.callback(None)
-        exec_request(self.conn, self, self.command).addErrback(self._exec_failed)
+        exec_request(self.conn, self, self.command).addErrback(lambda _: self.loseConnection())
 
     def openFailed(self, reason: Failure) -> None:
         self._rill_opened.errback(reason)
 
-    def _exec_failed(self, failure: Failure) -> None:
-        log.warn("{tap}: the server refused to run the stream command", tap=self.tap.label)
-        self.loseConnection()
+    def dataReceived(self, data: bytes) -> None:
+        self.output += data
+
+    def closed(self) -> None:
+        self.conn.channel_closed()
+        tap = getattr(self, "host_tap", None)
+        if tap is not None:
+            tap.channel_closed(self)
+        if not self.done.called:
+            self.done.callback(self.output)
+
+
+class StreamChannel(SSHChannel):
+    """Reads one generation from one server file, from an offset, into the mirror."""
+
+    name = b"session"
+
+    def __init__(self, tap: FileTap, generation: int, source: RemoteFile, offset: int, follow: bool) -> None:
+        # A 2 MiB window: Conch's 128 KiB default halves throughput (FIELD-NOTES).
+        super().__init__(localWindow=2**21, localMaxPacket=2**15)
+        self.tap = tap
+        self.generation = generation
+        self.source = source
+        self.offset = offset
+        self.follow = follow
+        if source.compressed:
+            self.command = remote.gzip_stream_command(source.name, offset)
+        else:
+            self.command = remote.stream_command(source.name, offset, follow=follow)
+        self._header: bytearray | None = bytearray()
+        self.accepted = False
+        self.stopped = False
+        self.last_data = tap.clock.seconds()
+        self.ended: defer.Deferred[None] = defer.Deferred()
+
+    def channelOpen(self, specificData: bytes) -> None:
+        self.conn.channel_opened()
+        self._rill_opened.callback(None)
+        exec_request(self.conn, self, self.command).addErrback(lambda _: self.loseConnection())
+
+    def openFailed(self, reason: Failure) -> None:
+        self._rill_opened.errback(reason)
 
     def dataReceived(self, data: bytes) -> None:
-        if self.discarding:
+        if self.stopped:
             return
         if self._header is not None:
             self._header += data
             end = self._header.find(b"\n")
             if end < 0:
                 if len(self._header) > 4096:
-                    self.tap.header_failed(self, remote.HeaderError("no header line"))
+                    self.stop()
                 return
-            line, rest = bytes(self._header[:end]), bytes(self._header[end + 1 :])
+            line, data = bytes(self._header[:end]), bytes(self._header[end + 1 :])
             self._header = None
-            if not self.tap.header_received(self, line) or not rest:
+            self.accepted = self.tap.header_received(self, line)
+            if not self.accepted:
+                self.stop()
                 return
-            data = rest
-        self.tap.data_received(self, data)
-
-    def extReceived(self, dataType: int, data: bytes) -> None:
-        self.tap.stderr_received(data)
-
-    @property
-    def header_pending(self) -> bool:
-        return self._header is not None
+        if data:
+            self.last_data = self.tap.clock.seconds()
+            self.offset = self.tap.data_received(self, data)
 
     def stop(self) -> None:
         """End the remote command at once: BusyBox ``tail -f`` ignores a closed channel until it writes."""
-        self.discarding = True
+        if self.stopped:
+            return
+        self.stopped = True
         try:
             self.conn.sendRequest(self, b"signal", common.NS(b"TERM"))
         except Exception:
@@ -104,10 +143,12 @@ class StreamChannel(SSHChannel):
     def closed(self) -> None:
         self.conn.channel_closed()
         self.tap.channel_closed(self)
+        if not self.ended.called:
+            self.ended.callback(None)
 
 
 class FileTap:
-    """Mirrors one path on one host, generation after generation."""
+    """Mirrors one path on one host, generation after generation, as the planner says."""
 
     def __init__(
         self,
@@ -124,168 +165,27 @@ class FileTap:
         self.watch_interval = watch_interval
         self.on_append = on_append
         self.state = FileTapState.WAITING
-        self.channel: StreamChannel | None = None
-        self.generation = 0
-        self.offset = 0
+        self.readers: dict[int, StreamChannel] = {}
+        self.mismatches: set[tuple[int, int, int]] = set()
         self.remote_size = 0
-        self.stats = {"bytes": 0, "streams": 0, "generations_started": 0}
-        self._retry: Any = None
-        self._stderr = b""
+        self.stats = {"bytes": 0, "streams": 0, "generations_started": 0, "gaps": 0}
         self.caught_up_at = self.clock.seconds()
+        self._busy = False
+        self._stopped = False
 
-    # ------------------------------------------------------------ lifecycle
+    # ------------------------------------------------------------ status
 
-    def start(self) -> None:
-        self.host_tap.when_connected(self._connected)
-        if self.host_tap.connected:
-            self._open()
-
-    def stop(self) -> None:
-        self._set_state(FileTapState.STOPPED)
-        self._cancel_retry()
-        if self.channel is not None:
-            self.channel.stop()
-        self.mirrored.close()
-
-    def _connected(self) -> None:
-        if self.state in (FileTapState.WAITING, FileTapState.MISSING) and self.channel is None:
-            self._open()
-
-    # ------------------------------------------------------------ streams
-
-    def _open(self) -> None:
-        self._cancel_retry()
-        if self.state is FileTapState.STOPPED or self.channel is not None:
-            return
+    @property
+    def generation(self) -> int:
         current = self.mirrored.current()
-        self.generation = current.number if current else 0
-        self.offset = self.mirrored.length(current.number) if current else 0
-        channel = StreamChannel(self, remote.stream_command(self.path, self.offset))
-        self.channel = channel
-        self._set_state(FileTapState.OPENING)
-        self.host_tap.open_channel(channel).addErrback(self._open_failed, channel)
+        return current.number if current else 0
 
-    def _open_failed(self, failure: Failure, channel: StreamChannel) -> None:
-        if self.channel is channel:
-            self.channel = None
-            self._set_state(FileTapState.WAITING)
-            self._retry_later()
-
-    def header_received(self, channel: StreamChannel, line: bytes) -> bool:
-        """The stream's first line; return True to keep what follows."""
-        try:
-            header = remote.parse_header(line)
-        except remote.HeaderError as e:
-            self.header_failed(channel, e)
-            return False
-        if header is None:
-            self._set_state(FileTapState.MISSING)
-            channel.stop()
-            return False
-        self.remote_size = header.size
-        current = self.mirrored.current()
-        if current is not None and self.offset == 0 and current.device != header.device:
-            # An empty generation: adopt whatever file is at the path now.
-            self.mirrored.set_identity(current.number, header.device, header.inode)
-            current = self.mirrored.current()
-        local = tail_check(self.mirrored.read(self.generation, max(self.offset - CHECK_SIZE, 0))) if current else "-"
-        decision = decide(current, self.offset, local, header)
-        if isinstance(decision, Resume):
-            return self._stream(header, decision)
-        return self._start_new(channel, header, decision)
-
-    def _stream(self, header: StreamHeader, decision: Resume) -> bool:
-        self.stats["streams"] += 1
-        self._set_state(FileTapState.STREAMING)
-        if decision.offset or self.stats["streams"] > 1:
-            log.info(
-                "{tap}: resumed generation {generation} at byte {offset}",
-                tap=self.label,
-                generation=self.generation,
-                offset=decision.offset,
-            )
-        return True
-
-    def _start_new(self, channel: StreamChannel, header: StreamHeader, decision: StartNew) -> bool:
-        current = self.mirrored.current()
-        if current is not None:
-            self.mirrored.set_state(current.number, "drained" if decision.complete else "gone")
-            if not decision.complete:
-                gap = self.mirrored.record_gap(current.number, self.offset, None, decision.reason)
-                log.warn(
-                    "{tap}: generation {generation} ends at byte {offset} ({reason}); bytes after it may be missing",
-                    tap=self.label,
-                    generation=gap.generation,
-                    offset=gap.offset,
-                    reason=gap.reason,
-                )
-        record = self.mirrored.new_generation(header.device, header.inode)
-        self.stats["generations_started"] += 1
-        log.info("{tap}: generation {generation} starts ({reason})", tap=self.label,
-                 generation=record.number, reason=decision.reason)
-        self.generation = record.number
-        if self.offset == 0:
-            self.offset = 0
-            return self._stream(header, Resume(0))
-        channel.stop()  # it streams from the old offset: reopen from byte 0
-        return False
-
-    def header_failed(self, channel: StreamChannel, error: Exception) -> None:
-        log.warn("{tap}: {error}; stderr: {stderr!r}", tap=self.label, error=error, stderr=self._stderr[-500:])
-        channel.stop()
-
-    def data_received(self, channel: StreamChannel, data: bytes) -> None:
-        if channel is not self.channel or self.state is not FileTapState.STREAMING:
-            return
-        self.offset = self.mirrored.append(self.generation, self.offset, data, time.time())
-        self.remote_size = max(self.remote_size, self.offset)
-        if self.offset >= self.remote_size:
-            self.caught_up_at = self.clock.seconds()
-        self.stats["bytes"] += len(data)
-        self.on_append(self.mirrored, self.remote_size)
-
-    def stderr_received(self, data: bytes) -> None:
-        self._stderr = (self._stderr + data)[-4096:]
-
-    def channel_closed(self, channel: StreamChannel) -> None:
-        self.host_tap.channel_closed(channel)
-        if channel is not self.channel:
-            return
-        self.channel = None
-        if self.state is FileTapState.STOPPED:
-            return
-        if self.state is FileTapState.MISSING or channel.header_pending:
-            # Missing file, or the command died before its header: don't spin.
-            self._set_state(FileTapState.MISSING if self.state is FileTapState.MISSING else FileTapState.WAITING)
-            self._retry_later()
-        elif self.host_tap.connected:
-            self._set_state(FileTapState.WAITING)
-            self._open()
-        else:
-            self._set_state(FileTapState.WAITING)
-
-    # ------------------------------------------------------------ helpers
-
-    def _retry_later(self) -> None:
-        self._cancel_retry()
-        self._retry = self.clock.callLater(self.watch_interval, self._retry_now)
-
-    def _retry_now(self) -> None:
-        self._retry = None
-        if self.host_tap.connected and self.channel is None:
-            self._open()
-
-    def _cancel_retry(self) -> None:
-        if self._retry is not None and self._retry.active():
-            self._retry.cancel()
-        self._retry = None
-
-    def _set_state(self, state: FileTapState) -> None:
-        if state is not self.state and self.state is not FileTapState.STOPPED:
-            log.debug("{tap}: {old} -> {new}", tap=self.label, old=self.state.value, new=state.value)
-            self.state = state
+    @property
+    def offset(self) -> int:
+        return self.mirrored.length(self.generation) if self.generation else 0
 
     def status(self) -> dict[str, Any]:
+        lag = max(self.remote_size - self.offset, 0)
         return {
             "host": self.host_tap.host.name,
             "path": self.path,
@@ -293,8 +193,198 @@ class FileTap:
             "generation": self.generation,
             "offset": self.offset,
             "remote_size": self.remote_size,
-            "lag_bytes": max(self.remote_size - self.offset, 0),
-            "lag_seconds": round(self.clock.seconds() - self.caught_up_at, 3) if self.remote_size > self.offset else 0.0,
+            "lag_bytes": lag,
+            "lag_seconds": round(self.clock.seconds() - self.caught_up_at, 3) if lag else 0.0,
             **self.stats,
         }
 
+    # ------------------------------------------------------------ lifecycle
+
+    def start(self) -> None:
+        pass  # everything happens on polls of the host's watch channel
+
+    def stop(self) -> None:
+        self._stopped = True
+        self.state = FileTapState.STOPPED
+        for reader in list(self.readers.values()):
+            reader.stop()
+        self.mirrored.close()
+
+    def disconnected(self) -> None:
+        """The connection carrying our channels is gone: they are closed already or will be."""
+        self.readers.clear()
+        if not self._stopped:
+            self.state = FileTapState.WAITING
+
+    # ------------------------------------------------------------ planning
+
+    def on_snapshot(self, snapshot: Snapshot) -> None:
+        """A poll arrived; plan and act unless the previous plan is still being carried out."""
+        if self._busy or self._stopped:
+            return
+        self._busy = True
+        d = self._plan_and_act(snapshot)
+        d.addErrback(lambda f: log.failure("{tap}: acting on a poll failed", f, tap=self.label))
+        d.addBoth(self._idle)
+
+    def _idle(self, _: object) -> None:
+        self._busy = False
+
+    def known(self) -> list[KnownGeneration]:
+        now = self.clock.seconds()
+        known = []
+        for g in self.mirrored.generations():
+            reader = self.readers.get(g.number)
+            length = self.mirrored.length(g.number)
+            fingerprint = self.mirrored.fingerprint(g.number) if length else ""
+            idle = now - reader.last_data if reader is not None and reader.accepted else None
+            known.append(
+                KnownGeneration(g.number, g.device, g.inode, fingerprint, length, g.state, g.name, g.last_size, g.last_mtime, idle)
+            )
+        return known
+
+    @defer.inlineCallbacks
+    def _plan_and_act(self, snapshot: Snapshot) -> Any:
+        result = self._plan(snapshot)
+        if result.need_heads is not None:
+            heads = yield self._fetch_heads(result.need_heads)
+            snapshot = _with_heads(snapshot, heads)
+            result = self._plan(snapshot)
+            if result.need_heads is not None:
+                return  # the files changed under us; the next poll tries again
+        if snapshot.current is not None:
+            self.remote_size = snapshot.current.size
+        for action in result.actions:
+            if self._stopped:
+                return
+            yield self._act(action)
+        for seen in result.seen:
+            self.mirrored.record_seen(seen.generation, seen.name, seen.device, seen.inode, seen.size, seen.mtime)
+        self.mirrored.last_poll_time = snapshot.server_time
+        self.mirrored.save()
+        self._update_state(snapshot)
+
+    def _plan(self, snapshot: Snapshot) -> Plan:
+        return plan(snapshot, self.known(), last_poll_time=self.mirrored.last_poll_time, mismatches=self.mismatches)
+
+    def _fetch_heads(self, need: NeedHeads) -> defer.Deferred[dict[str, dict[int, str]]]:
+        channel = CommandChannel(heads_command(need.requests))
+        channel.host_tap = self.host_tap
+        d = self.host_tap.open_channel(channel)
+        d.addCallback(lambda _: channel.done)
+        d.addCallback(parse_heads)
+        return d
+
+    def _act(self, action: Any) -> defer.Deferred[None] | None:
+        if isinstance(action, Gap):
+            gap = self.mirrored.record_gap(action.generation, action.offset, action.missing, action.reason)
+            self.stats["gaps"] += 1
+            log.warn(
+                "{tap}: generation {generation}: {missing} bytes after byte {offset} cannot be recovered ({reason})",
+                tap=self.label, generation=gap.generation, offset=gap.offset,
+                missing="an unknown number of" if gap.missing is None else gap.missing, reason=gap.reason,
+            )
+        elif isinstance(action, Finish):
+            reader = self.readers.pop(action.generation, None)
+            if reader is not None:
+                reader.stop()
+            self.mirrored.finish(action.generation, action.complete)
+            self.on_append(self.mirrored, 0)  # the follower may move on to the next generation
+            log.info("{tap}: generation {generation} finished", tap=self.label, generation=action.generation)
+        elif isinstance(action, Adopt):
+            record = self.mirrored.new_generation(action.source.device, action.source.inode, action.source.name)
+            if record.number != action.generation:
+                log.warn("{tap}: store numbered generation {n}, planner expected {m}", tap=self.label, n=record.number, m=action.generation)
+            self.stats["generations_started"] += 1
+            log.info("{tap}: generation {generation} starts: {name}{note}", tap=self.label, generation=record.number,
+                     name=action.source.name, note=f" ({action.note})" if action.note else "")
+        elif isinstance(action, Drain):
+            return self._drain(action)
+        return None
+
+    def _drain(self, action: Drain) -> defer.Deferred[None] | None:
+        running = self.readers.get(action.generation)
+        same = running is not None and (running.source.device, running.source.inode) == (action.source.device, action.source.inode)
+        if same and running.follow == action.follow and not running.stopped:
+            return None  # already reading it from there
+        if running is not None:
+            running.stop()
+        if self.mirrored.generation(action.generation).state == "live" and action.source.name != self.path:
+            self.mirrored.set_state(action.generation, "draining")
+        reader = StreamChannel(self, action.generation, action.source, self.mirrored.length(action.generation), action.follow)
+        self.readers[action.generation] = reader
+        self.stats["streams"] += 1
+        self.host_tap.open_channel(reader).addErrback(lambda f: self._reader_failed(reader, f))
+        if action.follow:
+            return None
+        return reader.ended  # a plain drain runs to the end before the next action
+
+    def _reader_failed(self, reader: StreamChannel, failure: Failure) -> None:
+        if self.readers.get(reader.generation) is reader:
+            del self.readers[reader.generation]
+        if not reader.ended.called:
+            reader.ended.callback(None)
+
+    # ------------------------------------------------------------ streams
+
+    def header_received(self, reader: StreamChannel, line: bytes) -> bool:
+        """The stream's first line: is it still the file the planner meant, holding our bytes?"""
+        try:
+            header = remote.parse_header(line)
+        except remote.HeaderError as e:
+            log.warn("{tap}: {error}", tap=self.label, error=e)
+            return False
+        if header is None or (header.device, header.inode) != (reader.source.device, reader.source.inode):
+            return False  # moved or gone since the poll: the next poll re-plans
+        local = tail_check(self.mirrored.read(reader.generation, max(reader.offset - CHECK_SIZE, 0), min(reader.offset, CHECK_SIZE)))
+        if header.check != local:
+            self.mismatches.add((reader.generation, header.device, header.inode))
+            log.warn("{tap}: generation {generation}: the bytes before offset {offset} differ on the server",
+                     tap=self.label, generation=reader.generation, offset=reader.offset)
+            return False
+        if reader.offset or self.stats["streams"] > 1:
+            log.info("{tap}: reading generation {generation} from {name} at byte {offset}",
+                     tap=self.label, generation=reader.generation, name=reader.source.name, offset=reader.offset)
+        return True
+
+    def data_received(self, reader: StreamChannel, data: bytes) -> int:
+        if self.readers.get(reader.generation) is not reader:
+            reader.stop()
+            return reader.offset
+        end = self.mirrored.append(reader.generation, reader.offset, data, time.time())
+        self.stats["bytes"] += len(data)
+        if reader.generation == self.generation:
+            self.remote_size = max(self.remote_size, end)
+            if end >= self.remote_size:
+                self.caught_up_at = self.clock.seconds()
+        self.on_append(self.mirrored, self.remote_size)
+        return end
+
+    def channel_closed(self, reader: StreamChannel) -> None:
+        self.host_tap.channel_closed(reader)
+        if self.readers.get(reader.generation) is reader:
+            del self.readers[reader.generation]
+
+    def _update_state(self, snapshot: Snapshot) -> None:
+        if self._stopped:
+            return
+        if snapshot.current is None and not self.readers:
+            self.state = FileTapState.MISSING
+        elif any(g.state == "draining" for g in self.mirrored.generations()) or self.remote_size - self.offset > 1 << 20:
+            self.state = FileTapState.CATCHING_UP
+        elif self.readers:
+            self.state = FileTapState.STREAMING
+        else:
+            self.state = FileTapState.WAITING
+
+
+def _with_heads(snapshot: Snapshot, heads: dict[str, dict[int, str]]) -> Snapshot:
+    def add(f: RemoteFile | None) -> RemoteFile | None:
+        if f is None or f.name not in heads:
+            return f
+        return RemoteFile(f.name, f.device, f.inode, f.size, f.mtime, heads={**f.heads, **heads[f.name]}, ctime=f.ctime)
+
+    return Snapshot(snapshot.path, add(snapshot.current), tuple(add(s) for s in snapshot.siblings), snapshot.server_time)
+
+
+__all__ = ["FileTap", "FileTapState", "FINGERPRINT_SIZE"]

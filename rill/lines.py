@@ -124,7 +124,7 @@ class MirrorFollower:
         numbers = [g.number for g in generations]
         if self.generation not in numbers or self.generation == numbers[-1]:
             return False
-        if self.mirrored.generation(self.generation).state == "live":
+        if self.mirrored.generation(self.generation).state in ("live", "draining"):
             return False
         if self.offset < self.mirrored.length(self.generation):
             tail = self.mirrored.read(self.generation, self.offset)

@@ -63,6 +63,24 @@ def stream_command(path: str, offset: int, follow: bool = True, check_size: int 
     )
 
 
+def gzip_stream_command(path: str, offset: int, check_size: int = CHECK_SIZE) -> str:
+    """Stream a compressed generation's decompressed bytes from ``offset``, with the same header.
+
+    The header's identity is the ``.gz`` file's; its size field is the compressed size.
+    """
+    start = max(offset - check_size, 0)
+    check = f"h=$(gzip -dc /dev/fd/3 | head -c {offset} | tail -c {offset - start} | md5sum)" if offset else "h=-"
+    return (
+        f"f={quote(path)}; "
+        f'[ -r "$f" ] || {{ echo {MISSING.decode()}; exit 0; }}; '
+        'exec 3<"$f" || exit 0; '
+        "set -- $(stat -L -c '%d %i %s' /dev/fd/3); "
+        f"{check}; "
+        'echo "RILL $1 $2 $3 ${h%% *}"; '
+        f"gzip -dc /dev/fd/3 | tail -c +{offset + 1}"
+    )
+
+
 _HEADER = re.compile(rb"^RILL (\d+) (\d+) (\d+) ([0-9a-f]{32}|-)$")
 
 

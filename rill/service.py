@@ -32,6 +32,7 @@ from rill.protocols.router import RouterEndpoint
 from rill.sessions import SessionManager, control_handlers, session_handlers
 from rill.store.mirror import MirroredFile, MirrorStore
 from rill.timefmt import iso_utc
+from rill.watch import is_glob
 
 log = Logger()
 
@@ -80,12 +81,27 @@ class RillService(service.MultiService):
         return host_tap
 
     def _build_taps(self) -> None:
-        for host, tap, path in self.config.watches():
+        for host, tap, pattern in self.config.watches():
             host_tap = self._host_tap(host)
-            mirrored = self.store.file(host.name, path, tap.name)
-            self.parsers[(host.name, path)] = make_parser(tap)
-            self.followers[(host.name, path)] = MirrorFollower(mirrored, self._publish_line, self.reactor)
-            host_tap.add_file_tap(FileTap(host_tap, mirrored, self.config.watch_interval, self._appended))
+            host_tap.watch_interval = self.config.watch_interval
+            host_tap.add_pattern(pattern, tap.name)
+            host_tap.file_tap_factory = lambda path, tap_name, h=host_tap: self._add_file_tap(h, path, tap_name)
+            if not is_glob(pattern):
+                self._add_file_tap(host_tap, pattern, tap.name)
+        for mirrored in self.store.files():  # files a glob matched in an earlier run
+            host_tap = self.hosts.get(mirrored.host)
+            known = (mirrored.host, mirrored.path) in self.followers
+            if host_tap is not None and not known and mirrored.tap in {t for t in host_tap.patterns.values()}:
+                self._add_file_tap(host_tap, mirrored.path, mirrored.tap)
+
+    def _add_file_tap(self, host_tap: HostTap, path: str, tap_name: str) -> FileTap:
+        tap = self.config.taps[tap_name]
+        mirrored = self.store.file(host_tap.host.name, path, tap.name)
+        self.parsers[(host_tap.host.name, path)] = make_parser(tap)
+        self.followers[(host_tap.host.name, path)] = MirrorFollower(mirrored, self._publish_line, self.reactor)
+        file_tap = FileTap(host_tap, mirrored, self.config.watch_interval, self._appended)
+        host_tap.add_file_tap(file_tap)
+        return file_tap
 
     def _build_sessions(self) -> None:
         """A session manager per host on its tap's connection; a warm pool where a

@@ -41,7 +41,10 @@ class GenerationRecord:
     device: int
     inode: int
     fingerprint: str = ""
-    state: str = "live"  # live | drained | gone
+    state: str = "live"  # live | draining | drained | gone
+    name: str = ""  # where it was last seen on the server (it moves: app.log -> app.log.1 -> .gz)
+    last_size: int | None = None
+    last_mtime: int | None = None
 
 
 @dataclass(frozen=True)
@@ -67,6 +70,7 @@ class MirroredFile:
         self.path = path
         self.tap = tap
         self._generations: list[GenerationRecord] = []
+        self.last_poll_time: int | None = None  # the server time of the last poll acted on
         self._handles: dict[int, object] = {}
         self._times: dict[int, object] = {}
         self._load()
@@ -108,6 +112,10 @@ class MirroredFile:
     def head(self, number: int) -> bytes:
         return self.read(number, 0, FINGERPRINT_SIZE)
 
+    def fingerprint(self, number: int) -> str:
+        """md5 of the first min(FINGERPRINT_SIZE, length) mirrored bytes of generation ``number``."""
+        return fingerprint_of(self.head(number))
+
     def receipt_time(self, number: int, offset: int) -> float:
         """When the byte at ``offset`` of generation ``number`` arrived (unix time)."""
         try:
@@ -131,11 +139,10 @@ class MirroredFile:
 
     # -------------------------------------------------------------- writing
 
-    def new_generation(self, device: int, inode: int) -> GenerationRecord:
+    def new_generation(self, device: int, inode: int, name: str = "") -> GenerationRecord:
         """Start the next generation (the checkpoint is durable before any byte is written)."""
         number = self._generations[-1].number + 1 if self._generations else 1
-        self._close(number - 1)
-        record = GenerationRecord(number, device, inode)
+        record = GenerationRecord(number, device, inode, name=name)
         self._generations.append(record)
         self.save()
         return record
@@ -146,6 +153,15 @@ class MirroredFile:
 
     def set_identity(self, number: int, device: int, inode: int) -> None:
         self._replace(number, device=device, inode=inode)
+        self.save()
+
+    def record_seen(self, number: int, name: str, device: int, inode: int, size: int | None, mtime: int) -> None:
+        """Where the planner saw a generation's bytes (saved with the next :meth:`save`)."""
+        self._replace(number, name=name, device=device, inode=inode, last_size=size, last_mtime=mtime)
+
+    def finish(self, number: int, complete: bool) -> None:
+        self._close(number)
+        self._replace(number, state="drained" if complete else "gone")
         self.save()
 
     def _replace(self, number: int, **changes: object) -> None:
@@ -208,6 +224,7 @@ class MirroredFile:
             "host": self.host,
             "path": self.path,
             "tap": self.tap,
+            "last_poll_time": self.last_poll_time,
             "generations": [asdict(g) for g in self._generations],
         }
         write_atomically(os.path.join(self.directory, "checkpoint.json"), json.dumps(state, indent=1).encode())
@@ -235,6 +252,7 @@ class MirroredFile:
         except (ValueError, OSError):
             state = self._recover_torn_checkpoint()
         self.tap = self.tap or state.get("tap", "")
+        self.last_poll_time = state.get("last_poll_time")
         self._generations = [GenerationRecord(**g) for g in state.get("generations", [])]
 
     def _recover_torn_checkpoint(self) -> dict[str, object]:

@@ -1,0 +1,585 @@
+"""Pure rotation and truncation planning: which server file holds which generation, and what to read.
+
+No I/O, no Twisted.  The tap polls the server, builds a :class:`Snapshot` of
+one watched path (the file at the path and its rotated siblings), and asks
+:func:`plan` what to do; it executes the returned actions in order.
+
+The model
+---------
+* A **generation** is one file identity: the bytes one file held from its
+  creation on.  It is known by (device, inode) *and* by the fingerprint of
+  its first ``n = min(FINGERPRINT_SIZE, length)`` mirrored bytes.  Its mirror
+  length is its resume offset.  Generations are numbered in the order they
+  were created on the server; publish order is generation order.
+* A generation is **open** (state ``live`` or ``draining``) until a
+  :class:`Finish`; ``drained``/``gone`` generations are history.
+
+How candidates are matched, for each open generation, oldest first
+-----------------------------------------------------------------
+1. **By inode** (any name; renames keep the inode).  The file is the
+   generation only if it is *consistent*: not shrunk below our length nor
+   below the size seen at the last poll, its head over ``n`` bytes equals the
+   fingerprint, and the tap has not reported a tail-check mismatch for it.
+   Same inode with a different head is another file (inode reuse) or the
+   same inode truncated and rewritten.
+2. **By fingerprint**, when the inode is gone or inconsistent: among the other
+   unclaimed files not older than the generation's last seen mtime, the
+   oldest whose head matches.  This finds a ``.gz`` (gzip makes a new inode;
+   heads of ``.gz`` files are of the decompressed bytes) and the copy left by
+   ``copytruncate``.  The path itself is never a copy.  An empty generation
+   has no fingerprint: it is only ever matched by inode.
+3. Otherwise the generation's remaining bytes are lost: :class:`Gap` and
+   ``Finish(complete=False)``.  A generation whose descriptor a running stream
+   still reads (deleted or compressed while connected) is drained by that
+   stream instead, and finished once the stream has been idle ``quiet`` s.
+
+Files nobody claimed become **new generations** (:class:`Adopt`): the file
+at the path always; a sibling only if it is an intermediate generation we
+never saw -- written since the last poll (``mtime >= last_poll_time``), newer
+(by mtime, then rotation suffix) than the newest known generation's file,
+and not a finished generation (by inode or, for ``.gz``, by mtime and head).
+So the history from before Rill started watching is never ingested.
+
+The order of actions
+--------------------
+First the open generations, oldest first, each with its Drain / Gap /
+Finish; then the adoptions, oldest first, the file at the path last, each
+``Adopt`` followed by its own ``Drain`` (and ``Finish`` if it is settled).
+Run them in order: a ``Drain(follow=False)`` runs to the end of the file
+before the next action; ``Drain(follow=True)`` starts a stream that stays.
+
+A drain from a non-path file follows (``follow=True``) unless the file is
+*settled*: compressed, or unchanged (mtime and ctime) for ``quiet`` seconds
+-- a writer that has not reopened may still append to a renamed file
+(RELIABILITY scenario 3).  A followed generation is finished on a later poll,
+when its file is settled, fully read, and its stream idle for ``quiet`` s.
+
+copytruncate: the bytes between the last read and the copy are drained from
+the copy.  The window between the copy and the truncation is invisible on
+the server; it is reported as a :class:`Gap` only on evidence that writes
+landed in it (we had read past the copy's end, or the file was bigger at the
+last poll than the copy).  Reporting it unconditionally would put a gap
+after every copytruncate, even when nothing was lost.  A file led by NUL
+bytes (a writer that kept its offset through the truncation) is adopted as
+the server has it, flagged in ``Adopt.note``.
+
+Limits: identity is by prefix; two files whose first ``n`` bytes are equal
+(tiny generations, identical headers) can only be told apart by inode, by
+size, and by the tail check the stream header makes at the resume offset.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+from collections.abc import Collection, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+
+from rill.store.mirror import FINGERPRINT_SIZE
+
+#: Seconds a renamed file must stay unchanged (and a stream idle) before its generation is finished.
+QUIET_SECONDS = 60
+
+OPEN_STATES = frozenset({"live", "draining"})
+
+
+@dataclass(frozen=True)
+class RemoteFile:
+    """What a watch poll reports for one candidate file.
+
+    ``heads[n]`` is the md5 hex of ``head -c n`` of the file (of ``gzip -dc``
+    for ``.gz``), for the ``n`` the planner asked for.  For a file of at most
+    ``n`` bytes that is the md5 of the whole file, so any ``heads[m]`` with
+    ``m >= size`` answers for it.  ``ctime`` (stat ``%Z``; a rename updates it)
+    is optional; it makes the settled test safer.  ``size`` of a ``.gz`` is
+    its compressed size and is not used.
+    """
+
+    name: str
+    device: int
+    inode: int
+    size: int
+    mtime: int
+    heads: Mapping[int, str] = field(default_factory=dict, hash=False)
+    ctime: int = 0
+
+    @property
+    def compressed(self) -> bool:
+        return self.name.endswith(".gz")
+
+
+@dataclass(frozen=True)
+class Snapshot:
+    """One poll of one watched path: the file at it (None if missing) and its rotated siblings."""
+
+    path: str
+    current: RemoteFile | None
+    siblings: tuple[RemoteFile, ...] = ()
+    server_time: int = 0  # the server's clock (`date +%s`) taken *before* the stats
+
+    def files(self) -> list[RemoteFile]:
+        return ([self.current] if self.current else []) + list(self.siblings)
+
+
+@dataclass(frozen=True)
+class KnownGeneration:
+    """A generation in the store, as the planner needs it.
+
+    ``fingerprint`` is md5 of the mirror's first min(FINGERPRINT_SIZE, length)
+    bytes.  ``last_*`` are what :attr:`Plan.seen` last reported for it (None if
+    never recorded).  ``stream_idle`` is None when no stream reads this
+    generation now, else the seconds since that stream last delivered a byte.
+    """
+
+    number: int
+    device: int
+    inode: int
+    fingerprint: str
+    length: int
+    state: str = "live"
+    last_seen_name: str = ""
+    last_size: int | None = None
+    last_mtime: int | None = None
+    stream_idle: float | None = None
+
+    @property
+    def open(self) -> bool:
+        return self.state in OPEN_STATES
+
+    @property
+    def streaming(self) -> bool:
+        return self.stream_idle is not None
+
+
+@dataclass(frozen=True)
+class NeedHeads:
+    """Fetch these heads (one remote command), put them in the snapshot's files and plan again."""
+
+    requests: tuple[tuple[str, int], ...]
+
+
+@dataclass(frozen=True)
+class Adopt:
+    """Create generation ``generation`` (the store's next number) with ``source``'s identity."""
+
+    generation: int
+    source: RemoteFile
+    note: str = ""
+
+
+@dataclass(frozen=True)
+class Drain:
+    """Read ``generation`` from ``source`` at ``offset`` (= its mirrored length).
+
+    Replaces any stream already reading this generation.  ``follow`` keeps the
+    stream open for appends; a ``.gz`` source is read through ``gzip -dc``.
+    """
+
+    generation: int
+    source: RemoteFile
+    offset: int
+    follow: bool
+
+
+@dataclass(frozen=True)
+class Finish:
+    """``generation`` gets no more bytes: stop its stream, mark it drained (or gone)."""
+
+    generation: int
+    complete: bool
+
+
+@dataclass(frozen=True)
+class Gap:
+    """Bytes of ``generation`` from ``offset`` that cannot be recovered (``missing``: at least; None = unknown)."""
+
+    generation: int
+    offset: int
+    missing: int | None
+    reason: str
+
+
+Action = NeedHeads | Adopt | Drain | Finish | Gap
+
+
+@dataclass(frozen=True)
+class Seen:
+    """Where a generation's bytes are now: record it (identity and ``last_*``) once the plan is carried out.
+
+    The identity moves with the bytes: after copytruncate it is the copy's,
+    after gzip the ``.gz`` file's.  ``size`` is None for a ``.gz`` (its stat
+    size is not the generation's).
+    """
+
+    generation: int
+    name: str
+    device: int
+    inode: int
+    size: int | None
+    mtime: int
+
+    @classmethod
+    def of(cls, generation: int, f: RemoteFile) -> Seen:
+        return cls(generation, f.name, f.device, f.inode, None if f.compressed else f.size, f.mtime)
+
+
+@dataclass(frozen=True)
+class Plan:
+    """The actions, in order, and where each generation was seen."""
+
+    actions: tuple[Action, ...]
+    seen: tuple[Seen, ...] = ()
+
+    @property
+    def need_heads(self) -> NeedHeads | None:
+        first = self.actions[0] if self.actions else None
+        return first if isinstance(first, NeedHeads) else None
+
+
+# ------------------------------------------------------------------ names and ages
+
+_SUFFIX = re.compile(r"^[.-](\d+)$")
+
+
+def is_rotated_name(path: str, name: str) -> bool:
+    """Whether ``name`` is one of ``path``'s rotated names (``path.*`` or ``path-*``)."""
+    return len(name) > len(path) and name.startswith(path) and name[len(path)] in ".-"
+
+
+def rotation_base(name: str, paths: Iterable[str]) -> str | None:
+    """The watched path ``name`` is a rotated generation of, if any (for glob taps to skip it)."""
+    bases = [p for p in paths if is_rotated_name(p, name)]
+    return max(bases, key=len) if bases else None
+
+
+def rotated_names_of(snapshot: Snapshot) -> set[str]:
+    """The sibling names of a snapshot: a glob tap must not watch these as files of their own."""
+    return {f.name for f in snapshot.siblings}
+
+
+def age_key(path: str, file: RemoteFile) -> tuple[int, int, int]:
+    """Sort key, oldest first: mtime, then the rotation suffix (``.2`` < ``.1`` < dateext by date < the path)."""
+    if file.name == path:
+        return (file.mtime, 3, 0)
+    suffix = file.name[len(path):].removesuffix(".gz") if is_rotated_name(path, file.name) else ""
+    match = _SUFFIX.match(suffix)
+    if not match:
+        digits = re.sub(r"\D", "", suffix)
+        return (file.mtime, 2, int(digits)) if len(digits) >= 8 else (file.mtime, 0, 0)
+    number = int(match[1])
+    return (file.mtime, 2, number) if len(match[1]) >= 8 else (file.mtime, 1, -number)
+
+
+def poll_head_sizes(known: Sequence[KnownGeneration], fingerprint_size: int = FINGERPRINT_SIZE) -> list[int]:
+    """Head sizes worth computing for the file at the path in every poll (saves a NeedHeads round trip)."""
+    sizes = {min(fingerprint_size, g.length) for g in known if g.open and g.length}
+    return sorted(sizes | {fingerprint_size})
+
+
+def head_of(file: RemoteFile, n: int) -> str | None:
+    """``file``'s head over ``n`` bytes, if the snapshot has it (a short file's whole-file md5 answers any n >= size)."""
+    if n in file.heads:
+        return file.heads[n]
+    if not file.compressed and file.size <= n:
+        for m, digest in file.heads.items():
+            if m >= file.size:
+                return digest
+    return None
+
+
+def _nul_digest(n: int) -> str:
+    return hashlib.md5(b"\0" * n).hexdigest()
+
+
+# ------------------------------------------------------------------ the planner
+
+
+def plan(
+    snapshot: Snapshot,
+    known: Sequence[KnownGeneration],
+    *,
+    last_poll_time: int | None = None,
+    mismatches: Collection[tuple[int, int, int]] = frozenset(),
+    quiet: int = QUIET_SECONDS,
+    fingerprint_size: int = FINGERPRINT_SIZE,
+) -> Plan:
+    """What to do for one watched path, given a poll and the known generations (oldest first).
+
+    ``last_poll_time``: ``server_time`` of the last snapshot whose plan was
+    carried out (persisted; None before the first).  ``mismatches``: (generation,
+    device, inode) whose stream header failed the tail check at the resume offset.
+    """
+    return _Planner(snapshot, list(known), last_poll_time, frozenset(mismatches), quiet, fingerprint_size).run()
+
+
+@dataclass
+class _Match:
+    file: RemoteFile | None  # where the generation's bytes are now (None: nowhere)
+    truncated: bool = False  # its inode holds other bytes now
+    via_copy: bool = False
+
+
+class _Planner:
+    def __init__(
+        self,
+        snapshot: Snapshot,
+        known: list[KnownGeneration],
+        last_poll_time: int | None,
+        mismatches: frozenset[tuple[int, int, int]],
+        quiet: int,
+        fingerprint_size: int,
+    ) -> None:
+        self.snap = snapshot
+        self.path = snapshot.path
+        self.files = sorted(snapshot.files(), key=lambda f: age_key(self.path, f))
+        self.open = [g for g in known if g.open]
+        self.finished = [g for g in known if not g.open]
+        self.next_number = max((g.number for g in known), default=0) + 1
+        self.last_poll_time = last_poll_time
+        self.mismatches = mismatches
+        self.quiet = quiet
+        self.fs = fingerprint_size
+        self.wanted: dict[tuple[str, int], None] = {}
+        self.matches: dict[int, _Match] = {}
+        self.claimed: set[str] = set()
+        self.actions: list[Action] = []
+        self.seen: list[Seen] = []
+
+    # --------------------------------------------------------- helpers
+
+    def head(self, file: RemoteFile, n: int) -> str | None:
+        digest = head_of(file, n)
+        if digest is None:
+            self.wanted[(file.name, n)] = None
+        return digest
+
+    def n(self, g: KnownGeneration) -> int:
+        return min(self.fs, g.length)
+
+    def need_heads(self) -> Plan | None:
+        return Plan((NeedHeads(tuple(self.wanted)),)) if self.wanted else None
+
+    def settled(self, f: RemoteFile) -> bool:
+        if f.name == self.path:
+            return False
+        return f.compressed or max(f.mtime, f.ctime) <= self.snap.server_time - self.quiet
+
+    def rejected(self, g: KnownGeneration, f: RemoteFile) -> bool:
+        return (g.number, f.device, f.inode) in self.mismatches
+
+    # --------------------------------------------------------- phases
+
+    def run(self) -> Plan:
+        for g in self.open:
+            self.matches[g.number] = self.match_inode(g)
+        if self.wanted:
+            return self.need_heads()  # type: ignore[return-value]
+        self.claimed = {m.file.name for m in self.matches.values() if m.file is not None}
+        searching = [g for g in self.open if self.matches[g.number].file is None and not self.skip_copy_search(g)]
+        for g in searching:
+            for f in self.copy_candidates(g):
+                if g.length:
+                    self.head(f, self.n(g))
+        empty_copies = {g.number: self.copy_of_empty(g) for g in self.open}
+        self.request_adoption_heads()
+        if self.wanted:
+            return self.need_heads()  # type: ignore[return-value]
+        for g in searching:
+            self.claim_copy(g)
+        for number, copy in empty_copies.items():
+            if copy is not None and copy.name not in self.claimed:
+                self.claimed.discard(self.matches[number].file.name)  # type: ignore[union-attr]
+                self.matches[number] = _Match(copy, truncated=True, via_copy=True)
+                self.claimed.add(copy.name)
+        for g in self.open:
+            self.act_on(g)
+        for f in self.adoptable():
+            self.adopt(f)
+        return Plan(tuple(self.actions), tuple(self.seen))
+
+    def match_inode(self, g: KnownGeneration) -> _Match:
+        for f in self.files:
+            if (f.device, f.inode) != (g.device, g.inode) or g.inode == 0:
+                continue
+            verdict = self.consistent(g, f)
+            if verdict is None:
+                return _Match(None)  # heads pending
+            return _Match(f) if verdict else _Match(None, truncated=True)
+        return _Match(None)
+
+    def copy_of_empty(self, g: KnownGeneration) -> RemoteFile | None:
+        """An empty generation has no fingerprint, so a copytruncate hides behind a consistent inode.
+
+        Evidence: its file ``f`` changed since the last poll, and a sibling
+        written since then, rotated further than ``f`` (copytruncate leaves the
+        copy behind the truncated file) and claimed by nobody, holds bytes
+        ``f`` does not start with: ``f`` lost them to that copy.  The oldest
+        such sibling is the copy; newer ones are intermediate generations.
+        """
+        f = self.matches[g.number].file
+        if g.length or f is None or self.last_poll_time is None or (f.mtime, f.size) == (g.last_mtime, g.last_size):
+            return None
+        for c in self.files:
+            if c is f or c.name == self.path or c.name in self.claimed or self.rejected(g, c):
+                continue
+            if c.mtime < max(self.last_poll_time, g.last_mtime or 0) or (not c.compressed and not c.size):
+                continue
+            if age_key(self.path, c)[1:] >= age_key(self.path, f)[1:]:
+                continue  # ranked newer than f: an intermediate generation, not a copy of f
+            n = self.fs if c.compressed else min(self.fs, c.size)
+            theirs, ours = self.head(c, n), self.head(f, n)
+            if theirs is None or ours is None:
+                continue
+            if (not c.compressed and f.size < c.size) or theirs != ours:
+                return c
+        return None
+
+    def consistent(self, g: KnownGeneration, f: RemoteFile) -> bool | None:
+        if self.rejected(g, f):
+            return False
+        if not f.compressed and (f.size < g.length or f.size < (g.last_size or 0)):
+            return False
+        if g.length == 0:
+            return True
+        head = self.head(f, self.n(g))
+        return None if head is None else head == g.fingerprint
+
+    def skip_copy_search(self, g: KnownGeneration) -> bool:
+        """An empty generation has no fingerprint: only its inode can find it."""
+        return g.length == 0 and not self.matches[g.number].truncated
+
+    def copy_candidates(self, g: KnownGeneration) -> list[RemoteFile]:
+        return [
+            f
+            for f in self.files
+            if f.name not in self.claimed
+            and (f.name != self.path or g.inode == 0)
+            and (f.device, f.inode) != (g.device, g.inode)
+            and not self.rejected(g, f)
+            and (g.last_mtime is None or f.mtime >= g.last_mtime)
+            and (f.compressed or f.size >= g.length)
+        ]
+
+    def claim_copy(self, g: KnownGeneration) -> None:
+        for f in self.copy_candidates(g):
+            if g.length == 0 and g.last_mtime is None:
+                return  # an empty generation with no age to go by: any file could be its copy
+            if not g.length or self.head(f, self.n(g)) == g.fingerprint:
+                self.matches[g.number] = _Match(f, truncated=self.matches[g.number].truncated, via_copy=True)
+                self.claimed.add(f.name)
+                return
+
+    # --------------------------------------------------------- adoption
+
+    def request_adoption_heads(self) -> None:
+        """Ask, in the same round trip as the copy heads, for what the adoption checks need."""
+        for f in self.files:
+            if f.name not in self.claimed and f.name != self.path and self.recent(f):
+                self.is_finished_generation(f)
+        current = self.snap.current
+        if current and current.size and not current.compressed and any(m.truncated for m in self.matches.values()):
+            self.head(current, min(self.fs, current.size))
+
+    def adoptable(self) -> list[RemoteFile]:
+        """Unclaimed files that become new generations, oldest first (the path last)."""
+        newest = self.newest_known_file()
+        chosen = [f for f in self.files if f.name not in self.claimed and f.name != self.path]
+        chosen = [f for f in chosen if self.intermediate(f, newest) and not self.is_finished_generation(f)]
+        current = self.snap.current
+        return chosen + ([current] if current and current.name not in self.claimed else [])
+
+    def newest_known_file(self) -> RemoteFile | None:
+        for g in reversed(self.open):
+            if self.matches[g.number].file is not None:
+                return self.matches[g.number].file
+        return None
+
+    def recent(self, f: RemoteFile) -> bool:
+        """Written since the last poll (so not history from before Rill watched)."""
+        return self.last_poll_time is not None and f.mtime >= self.last_poll_time
+
+    def intermediate(self, f: RemoteFile, newest: RemoteFile | None) -> bool:
+        if not self.recent(f):
+            return False
+        if newest is None:
+            return True
+        # By rotation suffix only: a writer that had not reopened may have touched the older file last.
+        return newest.name != self.path and age_key(self.path, f)[1:] > age_key(self.path, newest)[1:]
+
+    def is_finished_generation(self, f: RemoteFile) -> bool:
+        for g in self.finished:
+            same_inode = (f.device, f.inode) == (g.device, g.inode)
+            if not same_inode and not (f.compressed and g.last_mtime == f.mtime):
+                continue
+            if g.length == 0 or self.head(f, self.n(g)) == g.fingerprint:
+                return True
+        return False
+
+    def adopt(self, f: RemoteFile) -> None:
+        number = self.next_number
+        self.next_number += 1
+        self.actions.append(Adopt(number, f, self.note_for(f)))
+        self.seen.append(Seen.of(number, f))
+        self.read(number, f, 0, streaming=False, idle=None)
+
+    def note_for(self, f: RemoteFile) -> str:
+        if f.compressed or not f.size or not any(m.truncated for m in self.matches.values()):
+            return ""
+        n = min(self.fs, f.size)
+        if head_of(f, n) == _nul_digest(n):
+            return "starts with NUL bytes: a writer kept its offset through a truncation; mirrored as the server has it"
+        return ""
+
+    # --------------------------------------------------------- actions for a known generation
+
+    def act_on(self, g: KnownGeneration) -> None:
+        match = self.matches[g.number]
+        if match.file is None:
+            self.lost(g, match)
+            return
+        self.seen.append(Seen.of(g.number, match.file))
+        if g.streaming and match.via_copy and not match.truncated:
+            self.finish_when_idle(g)  # compressed meanwhile: the stream reads the original descriptor
+            return
+        restart = match.via_copy and g.streaming  # the stream reads a truncated file: replace it
+        self.read(g.number, match.file, g.length, streaming=g.streaming and not restart, idle=g.stream_idle)
+        if match.truncated:
+            self.copy_window(g, match.file)
+
+    def read(self, number: int, f: RemoteFile, offset: int, streaming: bool, idle: float | None) -> None:
+        """Drain / Finish for a generation whose bytes are in ``f``."""
+        if streaming:
+            if f.name != self.path and self.settled(f) and (f.compressed or f.size <= offset) and (idle or 0) >= self.quiet:
+                self.actions.append(Finish(number, complete=True))
+            return
+        if f.name == self.path or not self.settled(f):
+            self.actions.append(Drain(number, f, offset, follow=True))
+            return
+        if f.compressed or f.size > offset:
+            self.actions.append(Drain(number, f, offset, follow=False))
+        self.actions.append(Finish(number, complete=True))
+
+    def copy_window(self, g: KnownGeneration, copy: RemoteFile) -> None:
+        if copy.compressed:
+            return
+        read_past = g.length > copy.size
+        seen_past = (g.last_size or 0) > max(copy.size, g.length)
+        if read_past or seen_past:
+            missing = g.last_size - max(copy.size, g.length) if seen_past and g.last_size else None
+            self.actions.append(
+                Gap(g.number, max(copy.size, g.length), missing,
+                    "copytruncate: bytes were written after the copy was taken; those before the truncation are lost")
+            )
+
+    def finish_when_idle(self, g: KnownGeneration) -> None:
+        if (g.stream_idle or 0) >= self.quiet:
+            self.actions.append(Finish(g.number, complete=True))
+
+    def lost(self, g: KnownGeneration, match: _Match) -> None:
+        if g.streaming and not match.truncated:
+            self.finish_when_idle(g)  # deleted while open: the stream drains the descriptor
+            return
+        missing = g.last_size - g.length if g.last_size and g.last_size > g.length else None
+        why = "truncated or rewritten in place, and no copy found" if match.truncated else "deleted while not connected"
+        self.actions.append(Gap(g.number, g.length, missing, why))
+        self.actions.append(Finish(g.number, complete=False))
