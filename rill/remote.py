@@ -51,13 +51,16 @@ def stream_command(path: str, offset: int, follow: bool = True, check_size: int 
     start = max(offset - check_size, 0)
     length = offset - start
     check = f"h=$(tail -c +{start + 1} /dev/fd/3 | head -c {length} | md5sum)" if offset else "h=-"
-    tail = f"tail -c +{offset + 1} -f /dev/fd/3" if follow else f"tail -c +{offset + 1} /dev/fd/3"
+    # tail follows /dev/fd/3 by polling (no inotify on that name): GNU takes a 0.1 s
+    # interval, BusyBox only whole seconds (its -s rejects fractions).
+    tail = f'tail -s "$s" -c +{offset + 1} -f /dev/fd/3' if follow else f"tail -c +{offset + 1} /dev/fd/3"
     return (
         f"f={quote(path)}; "
         f'[ -r "$f" ] && [ ! -d "$f" ] || {{ echo {MISSING.decode()}; exit 0; }}; '
         'exec 3<"$f" || exit 0; '
         "set -- $(stat -L -c '%d %i %s' /dev/fd/3); "
         f"{check}; "
+        "s=1; tail -s 0.1 -c 0 /dev/null >/dev/null 2>&1 && s=0.1; "
         'echo "RILL $1 $2 $3 ${h%% *}"; '
         f"exec {tail}"
     )
