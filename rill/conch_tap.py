@@ -30,7 +30,7 @@ from twisted.python.failure import Failure
 
 from rill.config import HostConfig
 from rill.ratelimit import RepeatSuppressor
-from rill.sshclient import LoginFailure, RillClientTransport, RillConnection, SSHClientFactory
+from rill.sshclient import LoginFailure, RillClientTransport, RillConnection, SSHClientFactory, classify
 
 log = Logger()
 
@@ -77,7 +77,12 @@ class GatedEndpoint:
 
     def _attempt(self, factory: Any) -> defer.Deferred[Any]:
         self.tap.stats["connection_attempts"] += 1
-        return self.inner.connect(factory)
+        return self.inner.connect(factory).addErrback(self._failed)
+
+    def _failed(self, failure: Failure) -> Failure:
+        """A TCP-level failure (refused, unreachable, timeout): the host tap reports it."""
+        self.tap._login_failed(None, classify(failure))
+        return failure
 
     def __repr__(self) -> str:
         return f"<ssh {self.tap.host.username}@{self.tap.host.address}:{self.tap.host.port}>"
@@ -378,7 +383,7 @@ class HostTap(service.MultiService):
             self.state = "connecting" if self.reachable else "paused by ping"
         log.info("{host}: connection {slot} lost ({why})", host=self.host.name, slot=slot.number, why=why)
 
-    def _login_failed(self, slot: ConnectionSlot, failure: LoginFailure) -> None:
+    def _login_failed(self, slot: ConnectionSlot | None, failure: LoginFailure) -> None:
         if not self.connected:
             self.state = failure.kind if failure.kind in ("auth failed", "host key mismatch") else "backing off"
         self.last_error = str(failure)

@@ -11,12 +11,9 @@ from __future__ import annotations
 import configparser
 import os
 import re
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TypeVar
-
-T = TypeVar("T")
 
 DEFAULT_PATHS = ("./config.ini", "/etc/rill/config.ini")
 
@@ -468,6 +465,8 @@ def config_from_string(text: str, source: str = "<string>") -> RillConfig:
         if tap is not None:
             taps[name] = tap
     _check_endpoints(errors, rill_values, hosts)
+    if rill_values.get("manhole") and not rill_values.get("manhole_passwd"):
+        errors.add("rill", "manhole_passwd", "missing: the manhole needs a password file (lines user:password)")
     if errors.problems:
         raise ConfigError(errors.problems)
     return RillConfig(source=source, hosts=hosts, groups=groups, taps=taps, **rill_values)  # type: ignore[arg-type]
@@ -602,5 +601,3 @@ def find_config(explicit: str | None) -> str:
     return DEFAULT_PATHS[0]
 
 
-def first(items: Iterable[T]) -> T | None:
-    return next(iter(items), None)

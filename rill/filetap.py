@@ -61,6 +61,9 @@ class CommandChannel(SSHChannel):
     def channelOpen(self, specificData: bytes) -> None:
         self.conn.channel_opened()
         self._rill_opened.callback(None)
+        if getattr(self, "stopped", False):  # stopped while waiting for a connection
+            self.loseConnection()
+            return
         exec_request(self.conn, self, self.command).addErrback(lambda _: self.loseConnection())
 
     def openFailed(self, reason: Failure) -> None:
@@ -104,6 +107,9 @@ class StreamChannel(SSHChannel):
     def channelOpen(self, specificData: bytes) -> None:
         self.conn.channel_opened()
         self._rill_opened.callback(None)
+        if getattr(self, "stopped", False):  # stopped while waiting for a connection
+            self.loseConnection()
+            return
         exec_request(self.conn, self, self.command).addErrback(lambda _: self.loseConnection())
 
     def openFailed(self, reason: Failure) -> None:
@@ -134,6 +140,8 @@ class StreamChannel(SSHChannel):
         if self.stopped:
             return
         self.stopped = True
+        if self.conn is None:  # never opened: nothing runs on the server
+            return
         try:
             self.conn.sendRequest(self, b"signal", common.NS(b"TERM"))
         except Exception:

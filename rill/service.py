@@ -7,6 +7,8 @@
     ├── signal:<name>          the host's own ROUTER (``signal =``), the seed's protocol
     ├── control                the global ROUTER: sessions by host, search, status
     ├── ping                   ICMP echo; pauses and resumes the host taps
+    ├── metrics                Prometheus text at /metrics (``metrics =``)
+    ├── manhole                telnet manhole on loopback (``manhole =``)
     └── store-sync             fsyncs the mirrors once a second
 """
 
@@ -26,10 +28,13 @@ from rill.config import ConfigError, HostConfig, RillConfig, find_config, read_c
 from rill.filetap import FileTap
 from rill.lines import MirrorFollower
 from rill.parsers import make_parser
+from rill.manhole import manhole_service
+from rill.metrics import MetricsService
 from rill.ping import PingService
 from rill.protocols.data import DataPublisher, line_topic
 from rill.protocols.router import RouterEndpoint
 from rill.sessions import SessionManager, control_handlers, session_handlers
+from rill.status import status_handler
 from rill.store.mirror import MirroredFile, MirrorStore
 from rill.timefmt import iso_utc
 from rill.watch import is_glob
@@ -64,11 +69,15 @@ class RillService(service.MultiService):
         self._build_sessions()
         self.control: RouterEndpoint | None = None
         if config.control:
-            handlers = {**control_handlers(self.sessions), "status": lambda request: {"report": self.status()}}
+            handlers = {**control_handlers(self.sessions), "status": status_handler(self)}
             self.control = RouterEndpoint(self.zmq, config.control, handlers, config.max_request_age, reactor)
             self.control.setName("control")
             self.control.setServiceParent(self)
         self.ping = self._build_ping()
+        if config.metrics:
+            MetricsService(self, config.metrics, reactor, control=self.control).setServiceParent(self)
+        if config.manhole:
+            manhole_service(self, config.manhole, config.manhole_passwd).setServiceParent(self)
         store_sync = internet.TimerService(1.0, self.store.sync)
         store_sync.setName("store-sync")
         store_sync.setServiceParent(self)
