@@ -36,6 +36,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--json", action="store_true", help="the status as JSON, for scripts")
     parser.add_argument("--watch", nargs="?", type=float, const=DEFAULT_WATCH, metavar="SECONDS",
                         help=f"refresh every SECONDS (default {DEFAULT_WATCH:g}) until Ctrl-C")
+    parser.add_argument("--progress", action="store_true",
+                        help="progress bars (bytes, rate, time left) until every tap has caught up")
     parser.add_argument("--timeout", type=float, default=DEFAULT_TIMEOUT, metavar="SECONDS",
                         help=f"how long to wait for an answer (default {DEFAULT_TIMEOUT:g})")
     parser.set_defaults(func=run)
@@ -91,6 +93,8 @@ def run(args: argparse.Namespace) -> int:
     endpoint = connect_endpoint(config.control)
     if args.watch is not None:
         return _watch(endpoint, args)
+    if args.progress:
+        return _progress(endpoint, args)
     try:
         report = ask_status(endpoint, args.timeout)
     except NoAnswer as e:
@@ -134,3 +138,31 @@ def _watch(endpoint: str, args: argparse.Namespace) -> int:
                 console.print(status_renderable(report, console.width) if report else message)
             time.sleep(interval)
 
+
+
+def _progress(endpoint: str, args: argparse.Namespace) -> int:
+    """One bar per tap that is behind its server file, until all have caught up."""
+    from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TimeRemainingColumn, TransferSpeedColumn
+
+    columns = (TextColumn("{task.description}"), BarColumn(), DownloadColumn(), TransferSpeedColumn(), TimeRemainingColumn())
+    bars: dict[tuple[str, str], Any] = {}
+    with Progress(*columns, console=_console()) as progress:
+        while True:
+            try:
+                report = ask_status(endpoint, args.timeout)
+            except NoAnswer as e:
+                print(f"rill status: {e}", file=sys.stderr)
+                return 1
+            behind = 0
+            for tap in report.get("taps", []):
+                key = (tap["host"], tap["path"])
+                total = max(tap.get("remote_size") or 0, tap.get("offset") or 0)
+                if key not in bars:
+                    if not tap.get("lag_bytes"):
+                        continue
+                    bars[key] = progress.add_task(f"{tap['host']} {tap['path']}", total=total)
+                progress.update(bars[key], completed=tap.get("offset") or 0, total=total)
+                behind += bool(tap.get("lag_bytes"))
+            if not behind:
+                return 0
+            time.sleep(0.5)
