@@ -99,6 +99,8 @@ class StreamChannel(SSHChannel):
         else:
             self.command = remote.stream_command(source.name, offset, follow=follow)
         self._header: bytearray | None = bytearray()
+        self._carry = b""
+        self.stopped_for_truncation = False
         self.accepted = False
         self.stopped = False
         self.last_data = tap.clock.seconds()
@@ -131,9 +133,37 @@ class StreamChannel(SSHChannel):
             if not self.accepted:
                 self.stop()
                 return
+        data = self._watch_for_truncation(data)
         if data:
             self.last_data = self.tap.clock.seconds()
             self.offset = self.tap.data_received(self, data)
+        if self.stopped_for_truncation:
+            self.stop()
+
+    def _watch_for_truncation(self, data: bytes) -> bytes:
+        """Pass on the bytes before GNU tail's in-band truncation notice, and stop there.
+
+        A line start that could be the beginning of the notice is held back until
+        the next chunk.  The same text at the same offset a second time is file content
+        (the planner found no truncation), and goes through.
+        """
+        if not self.follow:
+            return data
+        data, self._carry = self._carry + data, b""
+        at = data.find(remote.TRUNCATED)
+        if at >= 0 and (self.generation, self.offset + at) not in self.tap.truncation_notices:
+            self.tap.truncation_notices.add((self.generation, self.offset + at))
+            self.tap.truncated(self, self.offset + at)
+            self.stopped_for_truncation = True
+            return data[:at]
+        # Hold back only a possible notice at the start of a line: log lines end in
+        # newlines, and holding "t" of a partial line would stall it.
+        line_start = data.rfind(b"\n") + 1
+        tail = data[line_start:]
+        if tail and len(tail) < len(remote.TRUNCATED) and remote.TRUNCATED.startswith(tail):
+            self._carry = tail
+            return data[:line_start]
+        return data
 
     def stop(self) -> None:
         """End the remote command at once: BusyBox ``tail -f`` ignores a closed channel until it writes."""
@@ -178,6 +208,7 @@ class FileTap:
         self.remote_size = 0
         self.stats = {"bytes": 0, "streams": 0, "generations_started": 0, "gaps": 0}
         self.caught_up_at = self.clock.seconds()
+        self.truncation_notices: set[tuple[int, int]] = set()
         self._busy = False
         self._stopped = False
 
@@ -367,6 +398,10 @@ class FileTap:
                 self.caught_up_at = self.clock.seconds()
         self.on_append(self.mirrored, self.remote_size)
         return end
+
+    def truncated(self, reader: StreamChannel, offset: int) -> None:
+        log.info("{tap}: generation {generation} was truncated on the server after byte {offset}",
+                 tap=self.label, generation=reader.generation, offset=offset)
 
     def channel_closed(self, reader: StreamChannel) -> None:
         self.host_tap.channel_closed(reader)

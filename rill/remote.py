@@ -36,6 +36,8 @@ class HeaderError(ValueError):
 
 
 MISSING = b"RILL-MISSING"
+#: What GNU tail -f prints (on stderr, merged into the stream) when the followed file shrinks.
+TRUNCATED = b"tail: /dev/fd/3: file truncated\n"
 
 
 def stream_command(path: str, offset: int, follow: bool = True, check_size: int = CHECK_SIZE) -> str:
@@ -52,8 +54,11 @@ def stream_command(path: str, offset: int, follow: bool = True, check_size: int 
     length = offset - start
     check = f"h=$(tail -c +{start + 1} /dev/fd/3 | head -c {length} | md5sum)" if offset else "h=-"
     # tail follows /dev/fd/3 by polling (no inotify on that name): GNU takes a 0.1 s
-    # interval, BusyBox only whole seconds (its -s rejects fractions).
-    tail = f'tail -s "$s" -c +{offset + 1} -f /dev/fd/3' if follow else f"tail -c +{offset + 1} /dev/fd/3"
+    # interval, BusyBox only whole seconds (its -s rejects fractions).  GNU tail
+    # rewinds to byte 0 when the file is truncated and says so on stderr: its
+    # stderr joins stdout, so TRUNCATED arrives in band, in order, before the new
+    # file's bytes, and the tap stops right there.
+    tail = f'tail -s "$s" -c +{offset + 1} -f /dev/fd/3 2>&1' if follow else f"tail -c +{offset + 1} /dev/fd/3"
     return (
         f"f={quote(path)}; "
         f'[ -r "$f" ] && [ ! -d "$f" ] || {{ echo {MISSING.decode()}; exit 0; }}; '

@@ -57,7 +57,9 @@ def watch_command(patterns: Iterable[str], interval: float) -> str:
         '    [ "$c" = "$1" ] || continue',
         '    k="|$c $s|"; now="$now$k"',
         '    case "$prev" in *"$k"*) continue;; esac',
-        f'    h=$(head -c {FINGERPRINT_SIZE} -- "$c" | md5sum); printf \'H {FINGERPRINT_SIZE} %s %s\\n\' "${{h%% *}}" "$c"',
+        # Hash exactly the bytes the stat saw (a small file may grow in between).
+        "    set -- \"$1\" $s; n=$4; [ \"$n\" -gt " + str(FINGERPRINT_SIZE) + " ] && n=" + str(FINGERPRINT_SIZE),
+        '    h=$(head -c "$n" -- "$c" | md5sum); printf \'H %s %s %s\\n\' "$n" "${h%% *}" "$c"',
         "  done",
         "}",
         "prev=",
