@@ -193,7 +193,7 @@ class FileTap:
         host_tap: Any,
         mirrored: MirroredFile,
         watch_interval: float,
-        on_append: Callable[[MirroredFile, int], None],
+        on_append: Callable[..., None],
     ) -> None:
         self.host_tap = host_tap
         self.mirrored = mirrored
@@ -396,7 +396,7 @@ class FileTap:
             self.remote_size = max(self.remote_size, end)
             if end >= self.remote_size:
                 self.caught_up_at = self.clock.seconds()
-        self.on_append(self.mirrored, self.remote_size)
+        self.on_append(self.mirrored, self.remote_size, reader.generation)
         return end
 
     def truncated(self, reader: StreamChannel, offset: int) -> None:

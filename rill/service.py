@@ -5,6 +5,8 @@
     ├── host:<name>            one per host: SSH connections + file taps
     ├── sessions:<name>        interactive shell sessions on that host's connection
     ├── signal:<name>          the host's own ROUTER (``signal =``), the seed's protocol
+    ├── index                  the inverted-term index over the mirror; search
+    ├── retention              drops the oldest generations per tap (age, size)
     ├── control                the global ROUTER: sessions by host, search, status
     ├── ping                   ICMP echo; pauses and resumes the host taps
     ├── metrics                Prometheus text at /metrics (``metrics =``)
@@ -26,13 +28,15 @@ from txzmq import ZmqFactory
 from rill.conch_tap import HostTap
 from rill.config import ConfigError, HostConfig, RillConfig, find_config, read_config
 from rill.filetap import FileTap
-from rill.lines import MirrorFollower
+from rill.lines import BACKLOG, MirrorFollower
 from rill.parsers import make_parser
+from rill.index import IndexService, QueryError, parser_for_config
 from rill.manhole import manhole_service
 from rill.metrics import MetricsService
 from rill.ping import PingService
 from rill.protocols.data import DataPublisher, line_topic
 from rill.protocols.router import RouterEndpoint
+from rill.protocols.signalling import RequestError
 from rill.sessions import SessionManager, control_handlers, session_handlers
 from rill.status import status_handler
 from rill.store.mirror import MirroredFile, MirrorStore
@@ -40,6 +44,8 @@ from rill.timefmt import iso_utc
 from rill.watch import is_glob
 
 log = Logger()
+
+INDEX_SLICE = 4 << 20  # mirror bytes indexed per turn of the reactor
 
 
 class Options(usage.Options):
@@ -65,11 +71,18 @@ class RillService(service.MultiService):
         self.hosts: dict[str, HostTap] = {}
         self.append_observers: list[Any] = []
         self._build_taps()
+        self.index = IndexService(config.data_dir, self.store, parser_for_config(config), reactor, threaded_merges=True)
+        self.index.setServiceParent(self)
+        self._index_pending: dict[tuple[str, str, int], Any] = {}
+        self.append_observers.append(self._index_appended)
+        retention = internet.TimerService(60.0, self._apply_retention)
+        retention.setName("retention")
+        retention.setServiceParent(self)
         self.sessions: dict[str, SessionManager] = {}
         self._build_sessions()
         self.control: RouterEndpoint | None = None
         if config.control:
-            handlers = {**control_handlers(self.sessions), "status": status_handler(self)}
+            handlers = {**control_handlers(self.sessions), "status": status_handler(self), "search": self._search}
             self.control = RouterEndpoint(self.zmq, config.control, handlers, config.max_request_age, reactor)
             self.control.setName("control")
             self.control.setServiceParent(self)
@@ -112,6 +125,43 @@ class RillService(service.MultiService):
         host_tap.add_file_tap(file_tap)
         return file_tap
 
+    def _index_appended(self, mirrored: MirroredFile, generation: int | None, remote_size: int) -> None:
+        """Index new lines soon; while a file is catching up on a big backlog, in
+        bounded slices at a slower pace, so the mirror keeps the reactor (as the
+        live stream does, see rill.lines)."""
+        if generation is None or not self.index.running:
+            return
+        key = (mirrored.host, mirrored.path, generation)
+        if key in self._index_pending:
+            return
+        catching_up = remote_size - mirrored.length(generation) > BACKLOG
+        self._index_pending[key] = self.reactor.callLater(1.0 if catching_up else 0, self._index_step, mirrored, generation, remote_size)
+
+    def _index_step(self, mirrored: MirroredFile, generation: int, remote_size: int) -> None:
+        key = (mirrored.host, mirrored.path, generation)
+        del self._index_pending[key]
+        if not self.index.running:
+            return
+        self.index.notify(mirrored.host, mirrored.path, generation, max_bytes=INDEX_SLICE)
+        if mirrored.length(generation) - self.index.indexed_to(*key) > 65536:
+            self._index_appended(mirrored, generation, remote_size)
+
+    def _apply_retention(self) -> None:
+        self.index.apply_retention_all(self.config.taps.values())
+
+    def _search(self, request: dict[str, Any]) -> dict[str, Any]:
+        """The control ROUTER's ``search``: ``query``, optional ``cursor``, ``limit``, ``count``, ``histogram``."""
+        query = request.get("query")
+        if not isinstance(query, str):
+            raise RequestError("search needs a string field 'query'")
+        limit = request.get("limit", 100)
+        if not isinstance(limit, int) or not 0 < limit <= 10000:
+            raise RequestError("'limit' must be a whole number from 1 to 10000")
+        try:
+            return self.index.search(query, request.get("cursor"), limit, bool(request.get("count")), request.get("histogram"))
+        except QueryError as e:
+            raise RequestError(f"bad query: {e}") from None
+
     def _build_sessions(self) -> None:
         """A session manager per host on its tap's connection; a warm pool where a
         ``signal =`` endpoint invites clients, sessions on demand (through
@@ -153,10 +203,10 @@ class RillService(service.MultiService):
     def file_taps(self) -> list[FileTap]:
         return [ft for host in self.hosts.values() for ft in host.file_taps]
 
-    def _appended(self, mirrored: MirroredFile, remote_size: int) -> None:
+    def _appended(self, mirrored: MirroredFile, remote_size: int, generation: int | None = None) -> None:
         self.followers[(mirrored.host, mirrored.path)].poke(remote_size)
         for observer in self.append_observers:
-            observer(mirrored)
+            observer(mirrored, generation, remote_size)
 
     def _publish_line(self, mirrored: MirroredFile, generation: int, offset: int, line: bytes, received: float) -> None:
         record = self.parsers[(mirrored.host, mirrored.path)].parse(line, received)
@@ -194,6 +244,8 @@ class RillService(service.MultiService):
         extra: dict[str, Any] = {}
         if self.ping is not None:
             extra["ping"] = self.ping.status()
+        if self.index.running:
+            extra["index"] = self.index.status()
         if self.control is not None:
             extra["control"] = {"endpoint": self.control.bound_endpoint, "requests": dict(self.control.counts)}
         return {
@@ -207,6 +259,10 @@ class RillService(service.MultiService):
     def stopService(self) -> Any:
         for follower in self.followers.values():
             follower.stop()
+        for call in self._index_pending.values():
+            if call.active():
+                call.cancel()
+        self._index_pending.clear()
         d = super().stopService()
         self.store.sync()
         self.zmq.shutdown()

@@ -15,7 +15,6 @@ import socket
 import tempfile
 from typing import Any
 
-from rill.hostkeys import sha256_fingerprint
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -81,6 +80,7 @@ def run(args: argparse.Namespace) -> int:
     from rill.config import read_config
     from rill.demo.generator import LogGenerator
     from rill.demo.sshserver import demo_factory, host_key
+    from rill.hostkeys import sha256_fingerprint
     from rill.service import RillService
 
     workdir = os.path.abspath(args.dir) if args.dir else tempfile.mkdtemp(prefix="rill-demo-")

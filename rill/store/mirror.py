@@ -155,6 +155,16 @@ class MirroredFile:
         self._replace(number, device=device, inode=inode)
         self.save()
 
+    def forget_generation(self, number: int) -> None:
+        """Retention removed generation ``number``'s files: drop it from the checkpoint too.
+
+        The live (newest) generation is never forgotten."""
+        if self._generations and self._generations[-1].number == number:
+            return
+        self._close(number)
+        self._generations = [g for g in self._generations if g.number != number]
+        self.save()
+
     def record_seen(self, number: int, name: str, device: int, inode: int, size: int | None, mtime: int) -> None:
         """Where the planner saw a generation's bytes (saved with the next :meth:`save`)."""
         self._replace(number, name=name, device=device, inode=inode, last_size=size, last_mtime=mtime)

@@ -1,0 +1,216 @@
+"""Reading the mirror for the index: complete lines, receipt times, line datetimes.
+
+Pure file I/O, no Twisted.  The mirror layout is ``rill.store.mirror``'s; the
+``.times`` file is read here directly (one read per chunk, not per line).
+"""
+
+from __future__ import annotations
+
+import bisect
+import mmap
+import os
+import struct
+from array import array
+from collections import OrderedDict
+from collections.abc import Callable, Iterator
+from datetime import datetime
+from typing import Any
+
+from rill.index.segment import FG
+
+TIMES = struct.Struct("<Qd")
+CHUNK = 8 << 20
+
+LineParser = Any  # anything with .parse(line: bytes, received: float) -> dict
+
+
+def times_path(mirror_path: str) -> str:
+    return mirror_path[: -len(".log")] + ".times"
+
+
+def read_times(mirror_path: str, start: int = 0) -> tuple[array, array]:
+    """(end offsets, receipt times) of the ``.times`` records that cover bytes from ``start`` on.
+
+    Records are fixed-size and ordered by end offset, so the first one needed
+    is found by binary search with ``pread``: following a live generation
+    costs O(log n) per notification, not a re-read of the whole file.
+    """
+    ends, times = array("q"), array("d")
+    try:
+        fd = os.open(times_path(mirror_path), os.O_RDONLY)
+    except FileNotFoundError:
+        return ends, times
+    try:
+        size = os.fstat(fd).st_size // TIMES.size
+        low, high = 0, size
+        while low < high:  # first record whose end offset is beyond start
+            middle = (low + high) // 2
+            if TIMES.unpack(os.pread(fd, TIMES.size, middle * TIMES.size))[0] <= start:
+                low = middle + 1
+            else:
+                high = middle
+        data = os.pread(fd, (size - low) * TIMES.size, low * TIMES.size) if low < size else b""
+        if not data and size:  # past the last record: keep the last one as the fallback time
+            data = os.pread(fd, TIMES.size, (size - 1) * TIMES.size)
+    finally:
+        os.close(fd)
+    for end, received in TIMES.iter_unpack(data[: len(data) - len(data) % TIMES.size]):
+        ends.append(end)
+        times.append(received)
+    return ends, times
+
+
+def receipt_time(ends: array, times: array, offset: int, fallback: float) -> float:
+    """The time of the first record whose end offset is beyond ``offset``."""
+    k = bisect.bisect_right(ends, offset)
+    if k < len(times):
+        return times[k]
+    return times[-1] if len(times) else fallback
+
+
+def line_datetime_ms(parser: LineParser | None, line: bytes, received: float) -> int:
+    """The datetime of a line in unix ms: the parser's ``datetime``, else the receipt time.
+
+    This is the one place where the index depends on ``rill.parsers``.
+    """
+    if parser is not None:
+        try:
+            value = parser.parse(line, received).get("datetime")
+            if isinstance(value, str):
+                return int(datetime.fromisoformat(value.replace("Z", "+00:00")).timestamp() * 1000)
+            if isinstance(value, (int, float)):
+                return int(value * 1000)
+        except Exception:  # noqa: BLE001 - a parser failure falls back to receipt time
+            pass
+    return round(received * 1000)
+
+
+Record = tuple[int, int, int]  # (offset, byte length, datetime ms)
+
+
+def parser_for_config(config: Any) -> Callable[[Any], LineParser | None]:
+    """``parser_for`` from a ``RillConfig``: each mirrored file's tap parser (None: receipt time)."""
+
+    def parser_for(mirrored: Any) -> LineParser | None:
+        tap = config.taps.get(getattr(mirrored, "tap", ""))
+        if tap is None or tap.parser == "raw" or tap.parser.startswith("zmq:"):
+            return None  # the receipt time, read straight from the .times records
+        try:
+            from rill.parsers import make_parser
+
+            return make_parser(tap)
+        except (ImportError, ValueError):
+            return None
+
+    return parser_for
+
+
+def complete_lines(
+    mirror_path: str,
+    start: int,
+    stop: int | None,
+    parser: LineParser | None = None,
+    chunk: int = CHUNK,
+) -> Iterator[tuple[int, int, str, list[Record]]]:
+    """Yield ``(start, end, text, records)`` per chunk of complete lines in bytes [start, stop).
+
+    ``stop=None`` reads to the end of the file and leaves a final partial line
+    out.  ``text`` is the chunk decoded (UTF-8, invalid bytes replaced), every
+    line ended by ``\n``; ``records`` has one ``(offset, length, datetime ms)``
+    per line.
+    """
+    ends, times = read_times(mirror_path, start)
+    try:
+        f = open(mirror_path, "rb")
+    except FileNotFoundError:
+        return
+    with f:
+        limit = os.fstat(f.fileno()).st_size if stop is None else stop
+        f.seek(start)
+        pos = start
+        while pos < limit:
+            data = f.read(min(chunk, limit - pos))
+            if not data:
+                break
+            cut = data.rfind(b"\n") + 1
+            if cut == 0:
+                if len(data) < limit - pos:  # one line longer than a chunk
+                    chunk *= 2
+                    f.seek(pos)
+                    continue
+                break
+            data = data[:cut]
+            yield pos, pos + cut, data.decode("utf-8", "replace"), _records(data, pos, ends, times, parser)
+            pos += cut
+            f.seek(pos)
+
+
+def _records(data: bytes, base: int, ends: array, times: array, parser: LineParser | None) -> list[Record]:
+    out = []
+    offset = base
+    k = bisect.bisect_right(ends, offset)
+    nends = len(ends)
+    last = times[-1] if nends else 0.0
+    for raw in data.split(b"\n")[:-1]:
+        while k < nends and ends[k] <= offset:
+            k += 1
+        received = times[k] if k < nends else last
+        n = len(raw)
+        if parser is None:
+            out.append((offset, n, round(received * 1000)))
+        else:
+            out.append((offset, n, line_datetime_ms(parser, raw, received)))
+        offset += n + 1
+    return out
+
+
+class LineReader:
+    """Reads single lines back from mirror files through a few cached memory maps."""
+
+    def __init__(self, path_of: Callable[[FG], str], keep: int = 256) -> None:
+        self.path_of = path_of
+        self.keep = keep
+        self._maps: OrderedDict[FG, mmap.mmap] = OrderedDict()
+
+    def __call__(self, fg: FG, offset: int, length: int) -> bytes:
+        mapped = self._maps.get(fg)
+        if mapped is None or offset + length > len(mapped):
+            mapped = self._map(fg, offset + length)
+            if mapped is None:
+                return b""
+        return mapped[offset : offset + length]
+
+    def mapping(self, fg: FG) -> mmap.mmap | bytes:
+        """The whole current mirror of ``fg`` (mapped again if it grew), for batch slicing."""
+        mapped = self._maps.get(fg)
+        try:
+            size = os.path.getsize(self.path_of(fg))
+        except FileNotFoundError:
+            return b""
+        if mapped is None or len(mapped) < size:
+            mapped = self._map(fg, size)
+        return b"" if mapped is None else mapped
+
+    def _map(self, fg: FG, needed: int) -> mmap.mmap | None:
+        self.forget(fg)
+        try:
+            with open(self.path_of(fg), "rb") as f:
+                if os.fstat(f.fileno()).st_size < max(needed, 1):
+                    return None
+                mapped = mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ)
+        except FileNotFoundError:
+            return None
+        self._maps[fg] = mapped
+        if len(self._maps) > self.keep:
+            self._maps.popitem(last=False)[1].close()
+        return mapped
+
+    def forget(self, fg: FG) -> None:
+        mapped = self._maps.pop(fg, None)
+        if mapped is not None:
+            mapped.close()
+
+    def close(self) -> None:
+        for mapped in self._maps.values():
+            mapped.close()
+        self._maps.clear()

@@ -1,0 +1,376 @@
+"""Running a parsed query over segments and the tail.  Pure, no Twisted.
+
+Each source (a segment or the tail) answers a boolean expression with two
+bitmaps, ``sure`` and ``maybe`` (``sure`` within ``maybe``): terms and fields
+are exact, phrases narrow to the lines holding all their words, regexes to
+every line in range.  Lines in ``maybe - sure`` are read back from the mirror
+and checked by :func:`rill.index.match.matches`.
+
+Order is newest first by the key ``(datetime ms, host, path, generation,
+offset)``; the cursor is the last key returned, so pages stay exact while
+segments are flushed and merged underneath.
+"""
+
+from __future__ import annotations
+
+import base64
+import re
+import json
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from itertools import compress
+from operator import add, getitem
+from datetime import datetime, timezone
+from fnmatch import fnmatchcase
+from functools import lru_cache
+from typing import Any, Protocol
+
+from pyroaring import BitMap
+
+from rill.index.match import LineView, matches
+from rill.index.query import And, Field, MatchAll, Node, Not, Or, Phrase, Query, QueryError, Regex, Term, parse_time
+from rill.index.segment import FG, Columns
+from rill.index.tokenizer import phrase_regex
+
+SMALL = 4000  # candidates sorted at once below this; walked by time windows above
+MINUTE = 60000
+EAGER_LIMIT = 50_000  # below this many lines to check, check them all at once (fast, in batch)
+
+Key = tuple[int, str, str, int, int]
+ReadLine = Callable[[FG, int, int], bytes]
+
+
+class Source(Protocol):
+    name: str
+    lines: int
+    fgs: list[FG]
+    columns: Columns
+    min_dt: int
+    max_dt: int
+    minutes: list[int]
+    fg_bitmaps: list[BitMap]
+
+    def postings(self, term: str) -> BitMap: ...
+
+    def bucket(self, minute: int) -> BitMap: ...
+
+
+@dataclass
+class _Part:
+    """One source's candidates for one query."""
+
+    source: Source
+    sure: BitMap
+    maybe: BitMap
+
+
+@lru_cache(maxsize=4096)
+def _second(seconds: int) -> str:
+    return datetime.fromtimestamp(seconds, timezone.utc).strftime("%Y-%m-%dT%H:%M:%S")
+
+
+def iso_ms(ms: int) -> str:
+    """``YYYY-MM-DDTHH:MM:SS.mmmZ`` for a unix time in ms."""
+    seconds, millis = divmod(ms, 1000)
+    return f"{_second(seconds)}.{millis:03d}Z"
+
+
+def encode_cursor(key: Key) -> str:
+    return base64.urlsafe_b64encode(json.dumps(list(key)).encode()).decode().rstrip("=")
+
+
+def decode_cursor(cursor: str) -> Key:
+    try:
+        raw = json.loads(base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)))
+        dt, host, path, gen, off = raw
+        return (int(dt), str(host), str(path), int(gen), int(off))
+    except (ValueError, TypeError):
+        raise QueryError(1, "a cursor returned by an earlier search") from None
+
+
+# ------------------------------------------------------------------ candidates
+
+
+def _time_filter(source: Source, lo: int | None, hi: int | None, universe: BitMap) -> BitMap | None:
+    """Lines with ``lo <= dt < hi``; ``None`` when the whole source qualifies."""
+    if (lo is None or source.min_dt >= lo) and (hi is None or source.max_dt < hi):
+        return None
+    first = (lo // MINUTE) if lo is not None else None
+    last = ((hi - 1) // MINUTE) if hi is not None else None
+    wanted = [m for m in source.minutes if (first is None or m >= first) and (last is None or m <= last)]
+    result = BitMap.union(*(source.bucket(m) for m in wanted)) if wanted else BitMap()
+    dt = source.columns.dt
+    for edge in {first, last} - {None}:
+        for i in source.bucket(edge) & result:  # type: ignore[arg-type]
+            if (lo is not None and dt[i] < lo) or (hi is not None and dt[i] >= hi):
+                result.discard(i)
+    return result & universe
+
+
+def _evaluate(node: Node, source: Source, universe: BitMap) -> tuple[BitMap, BitMap]:
+    if isinstance(node, Term):
+        hits = source.postings(node.token) & universe
+        return hits, hits
+    if isinstance(node, Phrase):
+        hits = universe
+        for word in node.words:
+            hits = hits & source.postings(word)
+            if not hits:
+                break
+        return (hits, hits) if len(node.words) == 1 else (BitMap(), hits)
+    if isinstance(node, Field):
+        fids = [i for i, fg in enumerate(source.fgs) if fnmatchcase(fg[0] if node.name == "host" else fg[1], node.glob)]
+        hits = BitMap.union(*(source.fg_bitmaps[i] for i in fids)) & universe if fids else BitMap()
+        return hits, hits
+    if isinstance(node, And):
+        sure, maybe = _evaluate(node.items[0], source, universe)
+        for item in node.items[1:]:
+            if not maybe:
+                break
+            s, m = _evaluate(item, source, maybe)
+            sure, maybe = sure & s, m
+        return sure, maybe
+    if isinstance(node, Or):
+        parts = [_evaluate(item, source, universe) for item in node.items]
+        return BitMap.union(*(s for s, _ in parts)), BitMap.union(*(m for _, m in parts))
+    if isinstance(node, Not):
+        sure, maybe = _evaluate(node.item, source, universe)
+        return universe - maybe, universe - sure
+    if isinstance(node, Regex):
+        return BitMap(), universe
+    if isinstance(node, MatchAll):
+        return universe, universe
+    raise TypeError(f"not a query node: {node!r}")
+
+
+def candidates(sources: Sequence[tuple[Source, BitMap]], query: Query, now: float) -> list[_Part]:
+    """Evaluate ``query`` on every ``(source, dead lines)``."""
+    lo = _ms(query.since, now)
+    hi = _ms(query.until, now)
+    parts = []
+    for source, dead in sources:
+        if not source.lines or (lo is not None and source.max_dt < lo) or (hi is not None and source.min_dt >= hi):
+            continue
+        universe = BitMap(range(source.lines)) - dead if dead else BitMap(range(source.lines))
+        timed = _time_filter(source, lo, hi, universe)
+        if timed is not None:
+            universe = timed
+        sure, maybe = _evaluate(query.expr, source, universe)
+        if maybe:
+            parts.append(_Part(source, sure, maybe))
+    return parts
+
+
+def _ms(when: Any, now: float) -> int | None:
+    return None if when is None else int(when.resolve(now) * 1000)
+
+
+# ------------------------------------------------------------------ ordering
+
+
+class Searcher:
+    """Pages, counts and histograms over the candidates of one query."""
+
+    def __init__(self, parts: list[_Part], query: Query, read_line: ReadLine, eager: bool = True) -> None:
+        self.parts = parts
+        self.query = query
+        self.read_line = read_line
+        self.exact = all(len(p.sure) == len(p.maybe) for p in parts)
+        checks = _conjunctive_checks(query.expr)
+        todo = sum(len(p.maybe) - len(p.sure) for p in parts)
+        if not self.exact and checks is not None and (eager or todo <= EAGER_LIMIT):
+            for part in parts:
+                part.sure |= self._bulk_verify(part, part.maybe - part.sure, checks)
+                part.maybe = part.sure
+            self.exact = True
+
+    def _bulk_verify(self, part: _Part, ids: BitMap, checks: list[Phrase | Regex]) -> BitMap:
+        """The lines of ``ids`` passing every check, read and tested in one batch."""
+        if not ids:
+            return BitMap()
+        array = ids.to_array()
+        folded, raw, ascii_only = _split_batch(self._read_batch(part, array), checks)
+        passed = [True] * len(array)
+        for node in checks:
+            if isinstance(node, Phrase):
+                pattern = phrase_regex(node.words)
+                found = map((_bytes_pattern(pattern) if ascii_only else pattern).search, folded)
+            else:
+                found = map(node.compiled().search, raw)
+            passed = [p and f is not None for p, f in zip(passed, found)]
+        return BitMap(compress(array, passed))
+
+    def _read_batch(self, part: _Part, array: Any) -> bytes:
+        """The lines ``array`` of one source, joined by newlines (C-level loops only)."""
+        cols, fgs = part.source.columns, part.source.fgs
+        mapping = getattr(self.read_line, "mapping", None)
+        if mapping is None:
+            return b"\n".join(map(self.read_line, map(fgs.__getitem__, map(cols.fg.__getitem__, array)),
+                                   map(cols.off.__getitem__, array), map(cols.length.__getitem__, array)))
+        maps = [mapping(fg) for fg in fgs]  # slice the memory maps directly: no Python call per line
+        offsets = list(map(cols.off.__getitem__, array))
+        slices = map(slice, offsets, map(add, offsets, map(cols.length.__getitem__, array)))
+        return b"\n".join(map(getitem, map(maps.__getitem__, map(cols.fg.__getitem__, array)), slices))
+
+    def key(self, part: _Part, i: int) -> Key:
+        cols = part.source.columns
+        host, path, gen = part.source.fgs[cols.fg[i]]
+        return (cols.dt[i], host, path, gen, cols.off[i])
+
+    def verify(self, part: _Part, i: int) -> bool:
+        if i in part.sure:
+            return True
+        cols = part.source.columns
+        fg = part.source.fgs[cols.fg[i]]
+        text = self.read_line(fg, cols.off[i], cols.length[i]).decode("utf-8", "replace")
+        return matches(self.query.expr, LineView(fg[0], fg[1], text))
+
+    def count(self) -> int:
+        total = sum(len(p.sure) for p in self.parts)
+        if not self.exact:
+            total += sum(1 for p in self.parts for i in p.maybe - p.sure if self.verify(p, i))
+        return total
+
+    def page(self, size: int, below: Key | None) -> tuple[list[tuple[Key, _Part, int]], bool]:
+        """Up to ``size`` hits newest first, keys strictly below ``below``; and whether more exist.
+
+        Candidates are taken in time windows from the newest down (one window
+        for few candidates, else a minute growing fourfold); within a window
+        only the newest ``size + 1`` are keyed and sorted when no line needs
+        reading back.
+        """
+        need = size + 1
+        hits: list[tuple[Key, _Part, int]] = []
+        top = below[0] if below else max((p.source.max_dt for p in self.parts), default=0)
+        total = sum(len(p.maybe) for p in self.parts)
+        span = MINUTE if total > SMALL else None
+        start = top + 1
+        floor = min((p.source.min_dt for p in self.parts), default=0)
+        while len(hits) < need and start > floor:
+            end = start
+            start = floor if span is None else max(floor, (end - span) // MINUTE * MINUTE)
+            for hit in self._window(start, end, below, need - len(hits) if self.exact else None):
+                if self.verify(hit[1], hit[2]):
+                    hits.append(hit)
+                    if len(hits) >= need:
+                        break
+            span = None if span is None else span * 4
+        return hits[:size], len(hits) > size
+
+    def _window(self, start: int, end: int, below: Key | None, want: int | None) -> list[tuple[Key, _Part, int]]:
+        """Candidates with ``start <= dt < end`` and key below ``below``, newest first (the newest ``want``)."""
+        upper = end - 1 if below is None else min(end - 1, below[0])
+        chunks = []
+        for part in self.parts:
+            src = part.source
+            if src.max_dt < start or src.min_dt > upper:
+                continue
+            ids = part.maybe
+            if src.min_dt < start or src.max_dt > upper:
+                ms = [m for m in src.minutes if start // MINUTE <= m <= upper // MINUTE]
+                ids = ids & BitMap.union(*(src.bucket(m) for m in ms)) if ms else BitMap()
+            array = ids.to_array()
+            chunks.append((part, array, list(map(src.columns.dt.__getitem__, array))))
+        low = start
+        if want is not None:
+            eligible = sorted((d for _, _, dts in chunks for d in dts if start <= d <= upper), reverse=True)
+            skip = 0  # lines at the cursor's own datetime but not below it come first: pass over them
+            if below is not None and upper == below[0]:
+                skip = sum(1 for part, array, dts in chunks for i, d in zip(array, dts)
+                           if d == upper and self.key(part, i) >= below)
+            if len(eligible) > want + skip:
+                low = eligible[want + skip - 1]
+        batch = []
+        for part, array, dts in chunks:
+            for i, d in zip(array, dts):
+                if low <= d <= upper:
+                    key = self.key(part, i)
+                    if below is None or key < below:
+                        batch.append((key, part, i))
+        batch.sort(key=lambda h: h[0], reverse=True)
+        return batch
+
+    def histogram(self, seconds: int) -> list[list[Any]]:
+        """Hit counts per time bucket of ``seconds`` (a multiple of 60 is exact per minute bucket)."""
+        width = seconds * 1000
+        bins: dict[int, int] = {}
+        for part in self.parts:
+            if self.exact and width % MINUTE == 0:
+                for m in part.source.minutes:
+                    n = part.sure.intersection_cardinality(part.source.bucket(m))
+                    if n:
+                        b = m * MINUTE // width * width
+                        bins[b] = bins.get(b, 0) + n
+                continue
+            dt = part.source.columns.dt
+            for i in part.maybe:
+                if self.verify(part, i):
+                    b = dt[i] // width * width
+                    bins[b] = bins.get(b, 0) + 1
+        return [[iso_ms(b), bins[b]] for b in sorted(bins)]
+
+
+def _split_batch(blob: bytes, checks: list[Phrase | Regex]) -> tuple[list[Any], list[Any], bool]:
+    """(case-folded lines, raw lines, whether they are ASCII bytes) of a batch."""
+    regexes = any(isinstance(node, Regex) for node in checks)
+    if blob.isascii() and not regexes:  # bytes.lower() is casefold and bytes \w is str \w here
+        folded = blob.lower().split(b"\n")
+        return folded, folded, True
+    text = blob.decode("utf-8", "replace")
+    folded = text.casefold().split("\n")
+    return folded, (text.split("\n") if regexes else folded), False
+
+
+@lru_cache(maxsize=256)
+def _bytes_pattern(pattern: re.Pattern[str]) -> re.Pattern[bytes]:
+    """The same phrase regex over ASCII bytes (non-ASCII words simply never match)."""
+    return re.compile(pattern.pattern.encode("utf-8"))
+
+
+def _conjunctive_checks(expr: Node) -> list[Phrase | Regex] | None:
+    """For an AND of terms, fields, phrases and regexes: the parts to check on the text."""
+    items = expr.items if isinstance(expr, And) else (expr,)
+    if not all(isinstance(x, (Term, Field, Phrase, Regex)) for x in items):
+        return None
+    return [x for x in items if isinstance(x, Regex) or (isinstance(x, Phrase) and len(x.words) > 1)]
+
+
+def run_search(
+    sources: Sequence[tuple[Source, BitMap]],
+    query: Query,
+    now: float,
+    read_line: ReadLine,
+    cursor: str | None = None,
+    page_size: int = 100,
+    count: bool = False,
+    histogram: str | None = None,
+) -> dict[str, Any]:
+    """The search result dict: hits newest first, cursor, and optional count and histogram."""
+    size = min(page_size, query.limit) if query.limit else page_size
+    searcher = Searcher(candidates(sources, query, now), query, read_line, eager=count or bool(histogram))
+    below = decode_cursor(cursor) if cursor else None
+    hits, more = searcher.page(size, below)
+    result: dict[str, Any] = {
+        "hits": [_hit(key, part, i, read_line) for key, part, i in hits],
+        "cursor": encode_cursor(hits[-1][0]) if more and hits and not query.limit else None,
+    }
+    if count:
+        result["count"] = searcher.count()
+    if histogram:
+        result["histogram"] = searcher.histogram(parse_bucket(histogram))
+    return result
+
+
+def parse_bucket(text: str) -> int:
+    """A histogram bucket like ``5m``/``1h``/``1d`` in seconds."""
+    when = parse_time("-" + text, 1)
+    if not when.relative or when.seconds >= 0:
+        raise QueryError(1, "a histogram bucket like 5m, 1h or 1d")
+    return int(-when.seconds)
+
+
+def _hit(key: Key, part: _Part, i: int, read_line: ReadLine) -> dict[str, Any]:
+    dt, host, path, gen, off = key
+    fg = (host, path, gen)
+    line = read_line(fg, off, part.source.columns.length[i]).decode("utf-8", "replace")
+    return {"host": host, "path": path, "generation": gen, "offset": off, "datetime": iso_ms(dt), "line": line}
