@@ -125,7 +125,8 @@ def complete_lines(
     except FileNotFoundError:
         return
     with f:
-        limit = os.fstat(f.fileno()).st_size if stop is None else stop
+        size = os.fstat(f.fileno()).st_size
+        limit = size if stop is None else min(stop, size)
         f.seek(start)
         pos = start
         while pos < limit:
