@@ -33,7 +33,7 @@ from rill.generations import tail_check
 from rill.remote import CHECK_SIZE
 from rill.rotation import Adopt, Drain, Finish, Gap, KnownGeneration, NeedHeads, Plan, RemoteFile, Snapshot, plan
 from rill.sshclient import exec_request
-from rill.store.mirror import FINGERPRINT_SIZE, MirroredFile
+from rill.store.mirror import FINGERPRINT_SIZE, MirroredFile, fingerprint_of
 from rill.watch import heads_command, parse_heads
 
 log = Logger()
@@ -209,6 +209,8 @@ class FileTap:
         self.stats = {"bytes": 0, "streams": 0, "generations_started": 0, "gaps": 0}
         self.caught_up_at = self.clock.seconds()
         self.truncation_notices: set[tuple[int, int]] = set()
+        self._safe_lengths: dict[int, int] = {}
+        self._arrival_lengths: dict[int, int] = {}
         self._busy = False
         self._stopped = False
 
@@ -259,6 +261,11 @@ class FileTap:
 
     def on_snapshot(self, snapshot: Snapshot) -> None:
         """A poll arrived; plan and act unless the previous plan is still being carried out."""
+        # The stream may deliver bytes written after this poll's stat: only the bytes
+        # we held when the *previous* poll arrived are sure to predate the stat, so
+        # those are what the planner compares sizes and heads with.
+        lengths = {g.number: self.mirrored.length(g.number) for g in self.mirrored.generations()}
+        self._safe_lengths, self._arrival_lengths = self._arrival_lengths, lengths
         if self._busy or self._stopped:
             return
         self._busy = True
@@ -275,7 +282,9 @@ class FileTap:
         for g in self.mirrored.generations():
             reader = self.readers.get(g.number)
             length = self.mirrored.length(g.number)
-            fingerprint = self.mirrored.fingerprint(g.number) if length else ""
+            if g.number in self.readers:
+                length = min(length, self._safe_lengths.get(g.number, 0))
+            fingerprint = fingerprint_of(self.mirrored.head(g.number)[:length]) if length else ""
             idle = now - reader.last_data if reader is not None and reader.accepted else None
             known.append(
                 KnownGeneration(g.number, g.device, g.inode, fingerprint, length, g.state, g.name, g.last_size, g.last_mtime, idle)

@@ -27,45 +27,69 @@ How candidates are matched, for each open generation, oldest first
    oldest whose head matches.  This finds a ``.gz`` (gzip makes a new inode;
    heads of ``.gz`` files are of the decompressed bytes) and the copy left by
    ``copytruncate``.  The path itself is never a copy.  An empty generation
-   has no fingerprint: it is only ever matched by inode.
-3. Otherwise the generation's remaining bytes are lost: :class:`Gap` and
+   has no fingerprint: it is matched by inode only.
+3. **Hidden copytruncate**: a consistent inode can still hide a truncation
+   when the file regrew with the same first ``n`` bytes (always so for an
+   empty generation).  If the file changed since the last poll and an
+   unclaimed sibling written since then, rotated further than the file,
+   starts with our bytes but not with the file's, that sibling is the copy.
+4. Otherwise the generation's remaining bytes are lost: :class:`Gap` and
    ``Finish(complete=False)``.  A generation whose descriptor a running stream
    still reads (deleted or compressed while connected) is drained by that
    stream instead, and finished once the stream has been idle ``quiet`` s.
+   An empty generation whose inode vanished is a gap of unknown size: it
+   may have held bytes (if they were compressed, the ``.gz`` is adopted as a
+   new generation, so the gap is a "maybe"; we cannot tell).
 
 Files nobody claimed become **new generations** (:class:`Adopt`): the file
 at the path always; a sibling only if it is an intermediate generation we
-never saw -- written since the last poll (``mtime >= last_poll_time``), newer
-(by mtime, then rotation suffix) than the newest known generation's file,
-and not a finished generation (by inode or, for ``.gz``, by mtime and head).
-So the history from before Rill started watching is never ingested.
+never saw -- written since the last poll (``mtime >= last_poll_time``),
+rotated less far (by suffix) than the newest known generation's file (none
+if that is still the path), and not a finished generation (by inode, for a
+``.gz`` by its kept mtime, for a copy by its size; and head).  So the
+history from before Rill started watching is never ingested.  Adoptions are
+ordered by rotation suffix (``.2`` before ``.1``, dateext by date), then by
+mtime, the path last.  (Suffix first: a writer that has not reopened yet
+makes an older file's mtime newer than a newer file's.)
 
 The order of actions
 --------------------
 First the open generations, oldest first, each with its Drain / Gap /
-Finish; then the adoptions, oldest first, the file at the path last, each
-``Adopt`` followed by its own ``Drain`` (and ``Finish`` if it is settled).
-Run them in order: a ``Drain(follow=False)`` runs to the end of the file
-before the next action; ``Drain(follow=True)`` starts a stream that stays.
+Finish; then the adoptions, oldest first, each ``Adopt`` followed by its own
+``Drain`` (and ``Finish`` if it is settled).  Run them in order: a
+``Drain(follow=False)`` runs to the end of the file before the next action;
+``Drain(follow=True)`` starts a stream that stays.  ``Drain`` replaces any
+stream already reading that generation; ``Finish`` stops it.
 
 A drain from a non-path file follows (``follow=True``) unless the file is
 *settled*: compressed, or unchanged (mtime and ctime) for ``quiet`` seconds
 -- a writer that has not reopened may still append to a renamed file
 (RELIABILITY scenario 3).  A followed generation is finished on a later poll,
 when its file is settled, fully read, and its stream idle for ``quiet`` s.
+A generation with a running stream gets no new Drain while its file is
+consistent: the stream follows the descriptor through renames.
 
-copytruncate: the bytes between the last read and the copy are drained from
-the copy.  The window between the copy and the truncation is invisible on
-the server; it is reported as a :class:`Gap` only on evidence that writes
-landed in it (we had read past the copy's end, or the file was bigger at the
-last poll than the copy).  Reporting it unconditionally would put a gap
-after every copytruncate, even when nothing was lost.  A file led by NUL
-bytes (a writer that kept its offset through the truncation) is adopted as
-the server has it, flagged in ``Adopt.note``.
+copytruncate: the bytes after our offset are drained from the copy (not
+followed: nobody appends to a copy), then the generation is finished and
+the truncated file is adopted from 0.  The window between the copy and the
+truncation is invisible on the server; it is reported as a :class:`Gap`
+only on evidence that bytes were lost in it (the file was bigger at the last
+poll than the copy is).  Reporting it unconditionally would put a gap after
+every copytruncate, even when nothing was lost; a copy that ends before our
+offset is no copy at all, so that case is a plain truncation gap.  A file
+led by NUL bytes after a truncation (a writer that kept its offset) is
+adopted as the server has it, flagged in ``Adopt.note``.
+
+Tail check: before resuming at offset N the stream header compares the
+bytes before N.  On a mismatch the tap stops carrying out the plan, adds
+``(generation, device, inode)`` to ``mismatches`` and plans again: that file
+is then inconsistent for that generation (truncated and rewritten with the
+same head, scenarios 7 and 8) or, for a fingerprint match, not a candidate.
 
 Limits: identity is by prefix; two files whose first ``n`` bytes are equal
 (tiny generations, identical headers) can only be told apart by inode, by
-size, and by the tail check the stream header makes at the resume offset.
+size, and by the tail check.  mtimes have one-second resolution: a file
+written in the same second as the last poll counts as written since it.
 """
 
 from __future__ import annotations
@@ -258,16 +282,25 @@ def rotated_names_of(snapshot: Snapshot) -> set[str]:
 
 
 def age_key(path: str, file: RemoteFile) -> tuple[int, int, int]:
-    """Sort key, oldest first: mtime, then the rotation suffix (``.2`` < ``.1`` < dateext by date < the path)."""
+    """Sort key, oldest first: the rotation suffix (``.2`` < ``.1`` < dateext by date < the path), then mtime.
+
+    The suffix comes first: renames keep it in age order, while a writer that
+    had not reopened yet can touch an older file after a newer one was created.
+    mtime orders the names whose suffix says nothing (``app.log.old``).
+    """
     if file.name == path:
-        return (file.mtime, 3, 0)
+        return (3, 0, file.mtime)
     suffix = file.name[len(path):].removesuffix(".gz") if is_rotated_name(path, file.name) else ""
     match = _SUFFIX.match(suffix)
     if not match:
         digits = re.sub(r"\D", "", suffix)
-        return (file.mtime, 2, int(digits)) if len(digits) >= 8 else (file.mtime, 0, 0)
+        return (2, int(digits), file.mtime) if len(digits) >= 8 else (0, 0, file.mtime)
     number = int(match[1])
-    return (file.mtime, 2, number) if len(match[1]) >= 8 else (file.mtime, 1, -number)
+    return (2, number, file.mtime) if len(match[1]) >= 8 else (1, -number, file.mtime)
+
+
+def _rank(path: str, file: RemoteFile) -> tuple[int, int]:
+    return age_key(path, file)[:2]
 
 
 def poll_head_sizes(known: Sequence[KnownGeneration], fingerprint_size: int = FINGERPRINT_SIZE) -> list[int]:
@@ -277,7 +310,7 @@ def poll_head_sizes(known: Sequence[KnownGeneration], fingerprint_size: int = FI
 
 
 def head_of(file: RemoteFile, n: int) -> str | None:
-    """``file``'s head over ``n`` bytes, if the snapshot has it (a short file's whole-file md5 answers any n >= size)."""
+    """``file``'s head over ``n`` bytes, if known (a short file's whole-file md5 answers any n >= size)."""
     if n in file.heads:
         return file.heads[n]
     if not file.compressed and file.size <= n:
@@ -285,6 +318,10 @@ def head_of(file: RemoteFile, n: int) -> str | None:
             if m >= file.size:
                 return digest
     return None
+
+
+_EMPTY = hashlib.md5(b"").hexdigest()
+_NUL_PROBE = 16  # bytes of a file's head checked for NULs after a truncation
 
 
 def _nul_digest(n: int) -> str:
@@ -317,6 +354,8 @@ class _Match:
     file: RemoteFile | None  # where the generation's bytes are now (None: nowhere)
     truncated: bool = False  # its inode holds other bytes now
     via_copy: bool = False
+    pending: RemoteFile | None = None  # the inode's file, its heads not yet known
+    inode_file: RemoteFile | None = None  # the truncated file, when truncated
 
 
 class _Planner:
@@ -356,9 +395,6 @@ class _Planner:
     def n(self, g: KnownGeneration) -> int:
         return min(self.fs, g.length)
 
-    def need_heads(self) -> Plan | None:
-        return Plan((NeedHeads(tuple(self.wanted)),)) if self.wanted else None
-
     def settled(self, f: RemoteFile) -> bool:
         if f.name == self.path:
             return False
@@ -370,32 +406,39 @@ class _Planner:
     # --------------------------------------------------------- phases
 
     def run(self) -> Plan:
+        # Heads still unknown do not stop the phases: each asks, assuming the
+        # worst, for what it could need, so one NeedHeads round is enough.
         for g in self.open:
             self.matches[g.number] = self.match_inode(g)
-        if self.wanted:
-            return self.need_heads()  # type: ignore[return-value]
         self.claimed = {m.file.name for m in self.matches.values() if m.file is not None}
         searching = [g for g in self.open if self.matches[g.number].file is None and not self.skip_copy_search(g)]
         for g in searching:
             for f in self.copy_candidates(g):
-                if g.length:
-                    self.head(f, self.n(g))
-        empty_copies = {g.number: self.copy_of_empty(g) for g in self.open}
+                self.head(f, self.n(g) if g.length else self.fs)
+        for g in self.open:
+            self.hidden_copy(g)  # only to ask for its heads: the answer depends on the claims below
         self.request_adoption_heads()
         if self.wanted:
-            return self.need_heads()  # type: ignore[return-value]
-        for g in searching:
-            self.claim_copy(g)
-        for number, copy in empty_copies.items():
-            if copy is not None and copy.name not in self.claimed:
-                self.claimed.discard(self.matches[number].file.name)  # type: ignore[union-attr]
-                self.matches[number] = _Match(copy, truncated=True, via_copy=True)
-                self.claimed.add(copy.name)
+            return self.ask()
+        self.claim_copies(searching)
         for g in self.open:
             self.act_on(g)
         for f in self.adoptable():
             self.adopt(f)
         return Plan(tuple(self.actions), tuple(self.seen))
+
+    def ask(self) -> Plan:
+        return Plan((NeedHeads(tuple(self.wanted)),))
+
+    def claim_copies(self, searching: list[KnownGeneration]) -> None:
+        for g in searching:
+            self.claim_copy(g)
+        for g in self.open:
+            inode_file, copy = self.matches[g.number].file, self.hidden_copy(g)
+            if copy is not None and inode_file is not None:
+                self.claimed.discard(inode_file.name)  # the truncated file: adopted as a new generation
+                self.matches[g.number] = _Match(copy, truncated=True, via_copy=True, inode_file=inode_file)
+                self.claimed.add(copy.name)
 
     def match_inode(self, g: KnownGeneration) -> _Match:
         for f in self.files:
@@ -403,36 +446,44 @@ class _Planner:
                 continue
             verdict = self.consistent(g, f)
             if verdict is None:
-                return _Match(None)  # heads pending
-            return _Match(f) if verdict else _Match(None, truncated=True)
+                return _Match(None, pending=f)
+            return _Match(f) if verdict else _Match(None, truncated=True, inode_file=f)
         return _Match(None)
 
-    def copy_of_empty(self, g: KnownGeneration) -> RemoteFile | None:
-        """An empty generation has no fingerprint, so a copytruncate hides behind a consistent inode.
+    def hidden_copy(self, g: KnownGeneration) -> RemoteFile | None:
+        """A copytruncate that the inode and fingerprint checks cannot see.
 
-        Evidence: its file ``f`` changed since the last poll, and a sibling
-        written since then, rotated further than ``f`` (copytruncate leaves the
-        copy behind the truncated file) and claimed by nobody, holds bytes
-        ``f`` does not start with: ``f`` lost them to that copy.  The oldest
-        such sibling is the copy; newer ones are intermediate generations.
+        After a truncation the file may regrow past our offset with the same
+        first ``n`` bytes (an empty generation has no fingerprint at all; a
+        small one may end inside a common first line).  Evidence: the file
+        ``f`` changed since the last poll, and a sibling written since then,
+        rotated further than ``f`` (copytruncate leaves the copy behind the
+        truncated file) and claimed by nobody, starts with our bytes but not
+        with what ``f`` holds now (or is longer than ``f``): ``f`` lost those
+        bytes to that copy.  The oldest such sibling is the copy.  A sibling
+        that agrees with ``f`` is a backup copy of a file that did not change.
         """
-        f = self.matches[g.number].file
-        if g.length or f is None or self.last_poll_time is None or (f.mtime, f.size) == (g.last_mtime, g.last_size):
+        f = self.matches[g.number].file or self.matches[g.number].pending
+        if f is None or self.last_poll_time is None or (f.mtime, f.size) == (g.last_mtime, g.last_size):
             return None
         for c in self.files:
             if c is f or c.name == self.path or c.name in self.claimed or self.rejected(g, c):
                 continue
-            if c.mtime < max(self.last_poll_time, g.last_mtime or 0) or (not c.compressed and not c.size):
+            if c.mtime < max(self.last_poll_time, g.last_mtime or 0) or (not c.compressed and c.size <= g.length):
                 continue
-            if age_key(self.path, c)[1:] >= age_key(self.path, f)[1:]:
-                continue  # ranked newer than f: an intermediate generation, not a copy of f
-            n = self.fs if c.compressed else min(self.fs, c.size)
-            theirs, ours = self.head(c, n), self.head(f, n)
-            if theirs is None or ours is None:
-                continue
-            if (not c.compressed and f.size < c.size) or theirs != ours:
+            if _rank(self.path, c) >= _rank(self.path, f) or self.is_finished_generation(c):
+                continue  # ranked newer than f (an intermediate generation), or already mirrored
+            if self.differs_from(g, c, f):
                 return c
         return None
+
+    def differs_from(self, g: KnownGeneration, c: RemoteFile, f: RemoteFile) -> bool:
+        """Whether ``c`` starts with ``g``'s bytes but not with ``f``'s (None-safe: False while heads are pending)."""
+        m = self.fs if c.compressed else min(self.fs, c.size)
+        starts, theirs, ours = self.head(c, self.n(g)), self.head(c, m), self.head(f, m)  # all asked at once
+        if (g.length and starts != g.fingerprint) or theirs is None or ours is None or theirs == _EMPTY:
+            return False
+        return (not c.compressed and f.size < c.size) or theirs != ours
 
     def consistent(self, g: KnownGeneration, f: RemoteFile) -> bool | None:
         if self.rejected(g, f):
@@ -458,16 +509,32 @@ class _Planner:
             and not self.rejected(g, f)
             and (g.last_mtime is None or f.mtime >= g.last_mtime)
             and (f.compressed or f.size >= g.length)
+            and not self.is_finished_generation(f)
         ]
 
     def claim_copy(self, g: KnownGeneration) -> None:
         for f in self.copy_candidates(g):
-            if g.length == 0 and g.last_mtime is None:
-                return  # an empty generation with no age to go by: any file could be its copy
-            if not g.length or self.head(f, self.n(g)) == g.fingerprint:
+            if g.length == 0 and self.copy_of_empty(g, f):
+                self.matches[g.number] = _Match(f, truncated=True, via_copy=True)
+                self.claimed.add(f.name)
+                return
+            if g.length and self.head(f, self.n(g)) == g.fingerprint:
                 self.matches[g.number] = _Match(f, truncated=self.matches[g.number].truncated, via_copy=True)
                 self.claimed.add(f.name)
                 return
+
+    def copy_of_empty(self, g: KnownGeneration, c: RemoteFile) -> bool:
+        """Whether ``c`` may be the copy of a truncated empty generation: no fingerprint, so by age and place.
+
+        It must hold bytes, be written since the last poll and not before the
+        generation was last seen, and be rotated further than the truncated file.
+        """
+        truncated = self.matches[g.number].inode_file
+        if g.last_mtime is None or not self.recent(c) or c.mtime < g.last_mtime:
+            return False
+        if (c.size == 0) if not c.compressed else head_of(c, self.fs) in (None, _EMPTY):
+            return False
+        return truncated is None or _rank(self.path, c) < _rank(self.path, truncated)
 
     # --------------------------------------------------------- adoption
 
@@ -477,8 +544,9 @@ class _Planner:
             if f.name not in self.claimed and f.name != self.path and self.recent(f):
                 self.is_finished_generation(f)
         current = self.snap.current
-        if current and current.size and not current.compressed and any(m.truncated for m in self.matches.values()):
-            self.head(current, min(self.fs, current.size))
+        maybe_truncated = any(m.truncated or m.pending for m in self.matches.values())
+        if current and current.size and not current.compressed and maybe_truncated:
+            self.head(current, min(_NUL_PROBE, current.size))
 
     def adoptable(self) -> list[RemoteFile]:
         """Unclaimed files that become new generations, oldest first (the path last)."""
@@ -504,14 +572,17 @@ class _Planner:
         if newest is None:
             return True
         # By rotation suffix only: a writer that had not reopened may have touched the older file last.
-        return newest.name != self.path and age_key(self.path, f)[1:] > age_key(self.path, newest)[1:]
+        return newest.name != self.path and _rank(self.path, f) > _rank(self.path, newest)
 
     def is_finished_generation(self, f: RemoteFile) -> bool:
+        """Whether ``f`` holds a generation we already finished (heads requested while unknown)."""
         for g in self.finished:
             same_inode = (f.device, f.inode) == (g.device, g.inode)
-            if not same_inode and not (f.compressed and g.last_mtime == f.mtime):
-                continue
-            if g.length == 0 or self.head(f, self.n(g)) == g.fingerprint:
+            kept_mtime = f.compressed and g.last_mtime == f.mtime  # gzip keeps the mtime
+            same_bytes = not f.compressed and g.length > 0 and f.size == g.length  # a copy we drained
+            if g.length == 0 or not (same_inode or kept_mtime or same_bytes):
+                continue  # an empty generation has nothing to recognise (its inode may be reused)
+            if self.head(f, self.n(g)) == g.fingerprint:
                 return True
         return False
 
@@ -525,7 +596,7 @@ class _Planner:
     def note_for(self, f: RemoteFile) -> str:
         if f.compressed or not f.size or not any(m.truncated for m in self.matches.values()):
             return ""
-        n = min(self.fs, f.size)
+        n = min(_NUL_PROBE, f.size)
         if head_of(f, n) == _nul_digest(n):
             return "starts with NUL bytes: a writer kept its offset through a truncation; mirrored as the server has it"
         return ""
@@ -541,15 +612,16 @@ class _Planner:
         if g.streaming and match.via_copy and not match.truncated:
             self.finish_when_idle(g)  # compressed meanwhile: the stream reads the original descriptor
             return
-        restart = match.via_copy and g.streaming  # the stream reads a truncated file: replace it
-        self.read(g.number, match.file, g.length, streaming=g.streaming and not restart, idle=g.stream_idle)
         if match.truncated:
-            self.copy_window(g, match.file)
+            self.drain_copy(g, match.file)
+            return
+        self.read(g.number, match.file, g.length, streaming=g.streaming and not match.via_copy, idle=g.stream_idle)
 
     def read(self, number: int, f: RemoteFile, offset: int, streaming: bool, idle: float | None) -> None:
         """Drain / Finish for a generation whose bytes are in ``f``."""
         if streaming:
-            if f.name != self.path and self.settled(f) and (f.compressed or f.size <= offset) and (idle or 0) >= self.quiet:
+            done = f.compressed or f.size <= offset
+            if f.name != self.path and self.settled(f) and done and (idle or 0) >= self.quiet:
                 self.actions.append(Finish(number, complete=True))
             return
         if f.name == self.path or not self.settled(f):
@@ -559,17 +631,21 @@ class _Planner:
             self.actions.append(Drain(number, f, offset, follow=False))
         self.actions.append(Finish(number, complete=True))
 
-    def copy_window(self, g: KnownGeneration, copy: RemoteFile) -> None:
-        if copy.compressed:
-            return
-        read_past = g.length > copy.size
-        seen_past = (g.last_size or 0) > max(copy.size, g.length)
-        if read_past or seen_past:
-            missing = g.last_size - max(copy.size, g.length) if seen_past and g.last_size else None
+    def drain_copy(self, g: KnownGeneration, copy: RemoteFile) -> None:
+        """copytruncate: the rest of ``g`` is in ``copy``, which nobody appends to.
+
+        The Drain replaces any stream still on the truncated file.
+        """
+        if copy.compressed or copy.size > g.length:
+            self.actions.append(Drain(g.number, copy, g.length, follow=False))
+        window = not copy.compressed and g.last_size is not None and g.last_size > copy.size
+        if window:
             self.actions.append(
-                Gap(g.number, max(copy.size, g.length), missing,
-                    "copytruncate: bytes were written after the copy was taken; those before the truncation are lost")
+                Gap(g.number, copy.size, g.last_size - copy.size,  # type: ignore[operator]
+                    "copytruncate: the file was bigger than its copy: "
+                    "bytes written between the copy and the truncation are lost")
             )
+        self.actions.append(Finish(g.number, complete=not window))
 
     def finish_when_idle(self, g: KnownGeneration) -> None:
         if (g.stream_idle or 0) >= self.quiet:

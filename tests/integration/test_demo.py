@@ -43,3 +43,78 @@ class DemoTests(unittest.TestCase):
     def _interrupt(self, proto):
         proto.transport.signalProcess(signal.SIGINT)
         return proto.ended
+
+
+def run_on_pty(argv: list[str], env: dict[str, str], columns: int = 80, timeout: float = 60) -> str:
+    """Run a command on a real pseudo-terminal of ``columns`` columns; its screen output, escapes removed."""
+    import fcntl
+    import pty
+    import re
+    import struct
+    import subprocess
+    import termios
+
+    master, slave = pty.openpty()
+    fcntl.ioctl(slave, termios.TIOCSWINSZ, struct.pack("HHHH", 40, columns, 0, 0))
+    proc = subprocess.Popen(argv, stdin=slave, stdout=slave, stderr=slave, env={**env, "TERM": "xterm"}, close_fds=True)
+    os.close(slave)
+    chunks = []
+    while True:
+        try:
+            data = os.read(master, 65536)
+        except OSError:  # EIO: the other side closed
+            break
+        if not data:
+            break
+        chunks.append(data)
+    proc.wait(timeout)
+    os.close(master)
+    text = b"".join(chunks).decode(errors="replace")
+    return re.sub(r"\x1b\[[0-9;?]*[A-Za-z]|\x1b\][^\x07]*\x07", "", text)
+
+
+class QuickStartTests(unittest.TestCase):
+    timeout = 180
+
+    @defer.inlineCallbacks
+    def test_readme_quick_start(self):
+        """The README's quick start, to the letter: demo, then tail, search, status and cat in another terminal, then stop."""
+        from twisted.internet import threads
+
+        workdir = tempfile.mkdtemp(prefix="rill-quickstart-")
+        output = bytearray()
+        proto = _Output(output)
+        argv = [os.path.join(BIN, "rill"), "demo", "--dir", workdir, "--rate", "50"]
+        reactor.spawnProcess(proto, argv[0], argv, env=dict(os.environ))
+        self.addCleanup(lambda: proto.ended if proto.ended.called else DemoTests._interrupt(self, proto))
+        yield wait_for(lambda: b"Ctrl-C stops the demo" in output, 30, "the demo's instructions")
+        instructions = output.decode()
+        config = os.path.join(workdir, "config.ini")
+        self.assertIn(f"export RILL_CONFIG={config}", instructions)
+        env = {**os.environ, "RILL_CONFIG": config, "PATH": BIN + os.pathsep + os.environ.get("PATH", "")}
+        rill = os.path.join(BIN, "rill")
+
+        def run(*args: str) -> str:
+            import subprocess
+
+            return subprocess.run([rill, *args], env=env, capture_output=True, text=True, timeout=60, check=True).stdout
+
+        tailed = yield threads.deferToThread(run, "tail", "--count", "5")
+        self.assertEqual(len(tailed.splitlines()), 5)
+        self.assertTrue(all(line.startswith("demo /") for line in tailed.splitlines()), tailed)
+        app_log = os.path.join(workdir, "logs", "app.log")
+        yield wait_for(lambda: b"ERROR" in open(app_log, "rb").read() or os.path.exists(app_log + ".1"), 60, "an ERROR line")
+        searched = yield wait_for(
+            lambda: (lambda out: out if "ERROR" in out else None)(run_on_pty([rill, "search", "error"], env)),
+            30, "rill search to find an error",
+        )
+        hits = [line for line in searched.splitlines() if "ERROR" in line]
+        self.assertTrue(hits and all("demo:" in line and "app.log" in line for line in hits), searched)
+        status = run_on_pty([rill, "status"], env)
+        self.assertIn("demo", status)
+        self.assertIn("streaming", status)
+        self.assertTrue(all(len(line) <= 80 for line in status.splitlines()), status)
+        mirrored = yield threads.deferToThread(run, "cat", "demo", app_log)
+        self.assertTrue(mirrored)
+        code = yield DemoTests._interrupt(self, proto)
+        self.assertEqual(code, 0)
