@@ -26,10 +26,12 @@ from twisted.python import usage
 from txzmq import ZmqFactory
 
 from rill.conch_tap import HostTap
-from rill.config import ConfigError, HostConfig, RillConfig, find_config, read_config
+from rill.config import ConfigError, HostConfig, RillConfig, TapConfig, find_config, read_config
 from rill.filetap import FileTap
 from rill.lines import BACKLOG, MirrorFollower
-from rill.parsers import make_parser
+from rill.parsers import external_endpoint
+from rill.parsers.external import ExternalParser
+from rill.pipeline import LinePipeline
 from rill.index import IndexService, QueryError, parser_for_config
 from rill.manhole import manhole_service
 from rill.metrics import MetricsService
@@ -67,7 +69,8 @@ class RillService(service.MultiService):
         self.publisher = DataPublisher(self.zmq, config.publish, config.publish_hwm)
         self.publisher.setServiceParent(self)
         self.followers: dict[tuple[str, str], MirrorFollower] = {}
-        self.parsers: dict[tuple[str, str], Any] = {}
+        self.pipelines: dict[tuple[str, str], LinePipeline] = {}
+        self.external_parsers: dict[str, ExternalParser] = {}
         self.hosts: dict[str, HostTap] = {}
         self.append_observers: list[Any] = []
         self._build_taps()
@@ -119,8 +122,10 @@ class RillService(service.MultiService):
     def _add_file_tap(self, host_tap: HostTap, path: str, tap_name: str) -> FileTap:
         tap = self.config.taps[tap_name]
         mirrored = self.store.file(host_tap.host.name, path, tap.name)
-        self.parsers[(host_tap.host.name, path)] = make_parser(tap)
-        self.followers[(host_tap.host.name, path)] = MirrorFollower(mirrored, self._publish_line, self.reactor)
+        key = (host_tap.host.name, path)
+        publish = lambda generation, offset, record, m=mirrored: self._publish_record(m, generation, offset, record)
+        self.pipelines[key] = LinePipeline(tap, self.reactor, publish, self._external_parser(tap))
+        self.followers[key] = MirrorFollower(mirrored, self._follow_line, self.reactor)
         file_tap = FileTap(host_tap, mirrored, self.config.watch_interval, self._appended)
         host_tap.add_file_tap(file_tap)
         return file_tap
@@ -208,8 +213,20 @@ class RillService(service.MultiService):
         for observer in self.append_observers:
             observer(mirrored, generation, remote_size)
 
-    def _publish_line(self, mirrored: MirroredFile, generation: int, offset: int, line: bytes, received: float) -> None:
-        record = self.parsers[(mirrored.host, mirrored.path)].parse(line, received)
+    def _external_parser(self, tap: TapConfig) -> ExternalParser | None:
+        """One ZeroMQ client per ``parser = zmq:...`` tap, shared by its files."""
+        endpoint = external_endpoint(tap.parser)
+        if endpoint is None:
+            return None
+        if tap.name not in self.external_parsers:
+            self.external_parsers[tap.name] = ExternalParser(endpoint, self.reactor)
+        return self.external_parsers[tap.name]
+
+    def _follow_line(self, mirrored: MirroredFile, generation: int, offset: int, line: bytes, received: float) -> None:
+        self.pipelines[(mirrored.host, mirrored.path)].line(generation, offset, line, received)
+
+    def _publish_record(self, mirrored: MirroredFile, generation: int, offset: int, record: dict[str, Any]) -> None:
+        record = dict(record)
         message = {
             "host": mirrored.host,
             "path": mirrored.path,
@@ -259,6 +276,10 @@ class RillService(service.MultiService):
     def stopService(self) -> Any:
         for follower in self.followers.values():
             follower.stop()
+        for pipeline in self.pipelines.values():
+            pipeline.stop()
+        for external in self.external_parsers.values():
+            external.close()
         for call in self._index_pending.values():
             if call.active():
                 call.cancel()
