@@ -47,7 +47,7 @@ from rill.watch import is_glob
 
 log = Logger()
 
-INDEX_SLICE = 4 << 20  # mirror bytes indexed per turn of the reactor
+INDEX_SLICE = 1 << 18  # mirror bytes indexed per turn of the reactor (~0.1 s of CPU)
 
 
 class Options(usage.Options):
