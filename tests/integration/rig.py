@@ -15,12 +15,14 @@ from collections import defaultdict
 from typing import Any
 
 from twisted.internet import defer, protocol, reactor
+from twisted.logger import Logger
 from txzmq import ZmqEndpoint, ZmqEndpointType, ZmqFactory, ZmqSubConnection
 
 from tests.helpers import wait_for
 from tests.integration.sshd import Login, SSHServer, free_port
 
 BIN = os.path.dirname(sys.executable)
+_log = Logger()
 
 
 def rill_command(*args: str) -> list[str]:
@@ -39,14 +41,42 @@ def config_text(
     """A config watching ``taps`` (name -> (host names, paths)) on the test sshd."""
     parts = [f"[rill]\ndata_dir = {data_dir}\npublish = {publish}\ncontrol = tcp://127.0.0.1:{free_port()}\n{extra_rill}"]
     for name, login in logins.items():
-        parts.append(
-            f"[host:{name}]\naddress = 127.0.0.1\nport = {server.port}\nusername = {login.username}\n"
-            f"password = {login.password}\nhost_key = {server.host_key_fingerprints()[0]}\n"
-            f"keepalive_interval = 1\nkeepalive_count = 3\n{extra_host}"
-        )
+        parts.append(host_section(name, server, login, keepalive_interval=1, keepalive_count=3) + extra_host)
     for name, (hosts, paths) in taps.items():
         parts.append(f"[tap:{name}]\nhosts = {', '.join(hosts)}\npaths = {', '.join(paths)}\n")
     return "\n".join(parts)
+
+
+def host_section(name: str, server: SSHServer, login: Login, **extra: object) -> str:
+    """A ``[host:NAME]`` section logging in to the test sshd, pinned to its ed25519 key."""
+    lines = [
+        f"[host:{name}]",
+        f"address = {server.address}",
+        f"port = {server.port}",
+        f"username = {login.username}",
+        f"password = {login.password}",
+        f"host_key = {server.host_key_fingerprints()[0]}",
+        *(f"{key} = {value}" for key, value in extra.items()),
+    ]
+    return "\n".join(lines) + "\n"
+
+
+class ServerFixture:
+    """setUp for integration tests: a running private sshd and a workspace, both cleaned up."""
+
+    server_options: dict[str, object] = {}
+
+    @defer.inlineCallbacks
+    def setUp(self):  # type: ignore[no-untyped-def]
+        self.server = SSHServer(**self.server_options)
+        yield self.server.start()
+        self.addCleanup(self.server.cleanup)
+        self.workspace = Workspace()
+        self.addCleanup(self.workspace.cleanup)
+
+    def keep_rill_log(self, rill: RillProcess) -> None:
+        """Put the child's output in the test log when the test ends (read it when a test fails)."""
+        self.addCleanup(lambda: _log.info("twistd rill output:\n{output}", output=rill.log_text()))
 
 
 class _Output(protocol.ProcessProtocol):

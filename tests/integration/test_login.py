@@ -15,7 +15,7 @@ from twisted.trial import unittest
 from rill.config import config_from_string
 from rill.conch_tap import HostTap
 from tests.helpers import wait_for
-from tests.integration.rig import Workspace
+from tests.integration.rig import ServerFixture
 from tests.integration.sshd import SSHServer, free_port
 
 WRONG_PRINT = "SHA256:" + "A" * 43
@@ -35,16 +35,12 @@ def host_section(server: SSHServer, **overrides: str) -> str:
     return "[host:alpha]\n" + "".join(f"{k} = {v}\n" for k, v in values.items() if v)
 
 
-class LoginTests(unittest.TestCase):
+class LoginTests(ServerFixture, unittest.TestCase):
     timeout = 120
 
     @defer.inlineCallbacks
     def setUp(self):
-        self.server = SSHServer()
-        yield self.server.start()
-        self.addCleanup(self.server.cleanup)
-        self.workspace = Workspace()
-        self.addCleanup(self.workspace.cleanup)
+        yield ServerFixture.setUp(self)
 
     def config(self, **overrides: str) -> str:
         return (

@@ -14,20 +14,20 @@ from tests.helpers import wait_for
 from tests.integration.rig import (
     LineWriter,
     RillProcess,
+    ServerFixture,
     Subscriber,
-    Workspace,
     config_text,
     rill_cat,
     sha256_file,
 )
 from rill.store.mirror import MirrorStore
-from tests.integration.sshd import SSHServer, free_port, make_target_dir
+from tests.integration.sshd import free_port, make_target_dir
 
 LINES = 10_000
 log = Logger()
 
 
-class MirrorFixture:
+class MirrorFixture(ServerFixture):
     """A test sshd, a data_dir, numbered-line writers, a twistd rill and a subscriber."""
 
     busybox = False
@@ -35,11 +35,7 @@ class MirrorFixture:
 
     @defer.inlineCallbacks
     def setUp(self):
-        self.server = SSHServer()
-        yield self.server.start()
-        self.addCleanup(self.server.cleanup)
-        self.workspace = Workspace()
-        self.addCleanup(self.workspace.cleanup)
+        yield ServerFixture.setUp(self)
         self.target = make_target_dir()
         self.writers = [LineWriter(os.path.join(self.target, name), name) for name in self.file_names]
         login = self.server.busybox if self.busybox else self.server.gnu
@@ -55,7 +51,7 @@ class MirrorFixture:
         self.config_path = self.workspace.write_config(config)
         self.rill = RillProcess(self.config_path)
         self.addCleanup(self.rill.stop)
-        self.addCleanup(lambda: log.info("twistd rill output:\n{output}", output=self.rill.log_text()))
+        self.keep_rill_log(self.rill)
         self.zmq = ZmqFactory()
         self.addCleanup(self.zmq.shutdown)
         self.sub = Subscriber(self.zmq, self.publish)

@@ -12,23 +12,19 @@ from twisted.trial import unittest
 from txzmq import ZmqFactory
 
 from tests.helpers import wait_for
-from tests.integration.rig import LineWriter, RillProcess, Subscriber, Workspace, _Output
-from tests.integration.sshd import SSHServer, free_port, make_target_dir
+from tests.integration.rig import LineWriter, RillProcess, ServerFixture, Subscriber, _Output, host_section
+from tests.integration.sshd import free_port, make_target_dir
 
 log = Logger()
 PARSER = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "parser_process.py")
 
 
-class ParsingTests(unittest.TestCase):
+class ParsingTests(ServerFixture, unittest.TestCase):
     timeout = 120
 
     @defer.inlineCallbacks
     def setUp(self):
-        self.server = SSHServer()
-        yield self.server.start()
-        self.addCleanup(self.server.cleanup)
-        self.workspace = Workspace()
-        self.addCleanup(self.workspace.cleanup)
+        yield ServerFixture.setUp(self)
         self.target = make_target_dir()
         self.publish = f"tcp://127.0.0.1:{free_port()}"
         self.parser_endpoint = f"tcp://127.0.0.1:{free_port()}"
@@ -39,13 +35,13 @@ class ParsingTests(unittest.TestCase):
         self.rill = RillProcess(self.workspace.write_config(
             f"[rill]\ndata_dir = {self.workspace.data_dir}\npublish = {self.publish}\n"
             f"control = tcp://127.0.0.1:{free_port()}\nwatch_interval = 0.2\n"
-            f"[host:web1]\naddress = 127.0.0.1\nport = {self.server.port}\nusername = {self.server.gnu.username}\n"
-            f"password = {self.server.gnu.password}\nhost_key = {self.server.host_key_fingerprints()[0]}\nping = off\n"
+            + host_section("web1", self.server, self.server.gnu, ping="off")
+            +
             f"[tap:app]\nhosts = web1\npath = {self.app.path}\nparser = zmq:{self.parser_endpoint}\n"
             f"[tap:trace]\nhosts = web1\npath = {self.trace}\nparser = iso8601\nmultiline = indented\n"
         ))
         self.addCleanup(self.rill.stop)
-        self.addCleanup(lambda: log.info("twistd rill output:\n{output}", output=self.rill.log_text()))
+        self.keep_rill_log(self.rill)
         self.zmq = ZmqFactory()
         self.addCleanup(self.zmq.shutdown)
         self.sub = Subscriber(self.zmq, self.publish)

@@ -18,8 +18,8 @@ from twisted.trial import unittest
 
 from rill.store.mirror import MirrorStore
 from tests.helpers import wait_for
-from tests.integration.rig import RillProcess, Workspace
-from tests.integration.sshd import SSHServer, free_port, make_target_dir
+from tests.integration.rig import RillProcess, ServerFixture, host_section
+from tests.integration.sshd import free_port, make_target_dir
 
 log = Logger()
 
@@ -66,31 +66,26 @@ class ServerFile:
         return sum(len(g) for g in self.generations)
 
 
-class RotationScenarios:
+class RotationScenarios(ServerFixture):
     busybox = False
 
     @defer.inlineCallbacks
     def setUp(self):
-        self.server = SSHServer()
-        yield self.server.start()
-        self.addCleanup(self.server.cleanup)
-        self.workspace = Workspace()
-        self.addCleanup(self.workspace.cleanup)
+        yield ServerFixture.setUp(self)
         self.target = make_target_dir()
         self.addCleanup(shutil.rmtree, self.target, True)
         self.file = ServerFile(os.path.join(self.target, "app.log"))
         self.rill = RillProcess(self.write_config())
         self.addCleanup(self.rill.stop)
-        self.addCleanup(lambda: log.info("twistd rill output:\n{output}", output=self.rill.log_text()))
+        self.keep_rill_log(self.rill)
 
     def write_config(self, paths: str | None = None) -> str:
         login = self.server.busybox if self.busybox else self.server.gnu
         return self.workspace.write_config(
             f"[rill]\ndata_dir = {self.workspace.data_dir}\npublish = tcp://127.0.0.1:{free_port()}\n"
             f"control = tcp://127.0.0.1:{free_port()}\nwatch_interval = 0.2\n"
-            f"[host:alpha]\naddress = 127.0.0.1\nport = {self.server.port}\nusername = {login.username}\n"
-            f"password = {login.password}\nhost_key = {self.server.host_key_fingerprints()[0]}\n"
-            "keepalive_interval = 1\nkeepalive_count = 3\nretry_initial = 0.2\nretry_max = 2\n"
+            + host_section("alpha", self.server, login, keepalive_interval=1, keepalive_count=3, retry_initial=0.2, retry_max=2)
+            +
             f"[tap:app]\nhosts = alpha\npath = {paths or self.file.path}\n"
         )
 

@@ -14,35 +14,31 @@ from twisted.logger import Logger
 from twisted.trial import unittest
 
 from tests.helpers import wait_for
-from tests.integration.rig import LineWriter, RillProcess, Workspace, rill_command
-from tests.integration.sshd import SSHServer, free_port, make_target_dir
+from tests.integration.rig import LineWriter, RillProcess, ServerFixture, host_section, rill_command
+from tests.integration.sshd import free_port, make_target_dir
 from tests.signalling_client import SignallingClient
 
 log = Logger()
 
 
-class SearchEndToEndTests(unittest.TestCase):
+class SearchEndToEndTests(ServerFixture, unittest.TestCase):
     timeout = 120
 
     @defer.inlineCallbacks
     def setUp(self):
-        self.server = SSHServer()
-        yield self.server.start()
-        self.addCleanup(self.server.cleanup)
-        self.workspace = Workspace()
-        self.addCleanup(self.workspace.cleanup)
+        yield ServerFixture.setUp(self)
         self.writer = LineWriter(os.path.join(make_target_dir(), "app.log"), "app")
         self.control = f"tcp://127.0.0.1:{free_port()}"
         self.config_path = self.workspace.write_config(
             f"[rill]\ndata_dir = {self.workspace.data_dir}\npublish = tcp://127.0.0.1:{free_port()}\n"
             f"control = {self.control}\nwatch_interval = 0.2\n"
-            f"[host:web1]\naddress = 127.0.0.1\nport = {self.server.port}\nusername = {self.server.gnu.username}\n"
-            f"password = {self.server.gnu.password}\nhost_key = {self.server.host_key_fingerprints()[0]}\nping = off\n"
+            + host_section("web1", self.server, self.server.gnu, ping="off")
+            +
             f"[tap:app]\nhosts = web1\npath = {self.writer.path}\n"
         )
         self.rill = RillProcess(self.config_path)
         self.addCleanup(self.rill.stop)
-        self.addCleanup(lambda: log.info("twistd rill output:\n{output}", output=self.rill.log_text()))
+        self.keep_rill_log(self.rill)
         yield self.rill.start()
         self.writer.write(200)
 
