@@ -1,4 +1,4 @@
-"""Log a repeating error once, then a count, instead of once per retry."""
+"""Rate-limited logging: a repeating error once, then a count, instead of once per retry."""
 
 from __future__ import annotations
 
@@ -6,6 +6,7 @@ from typing import Any
 
 from twisted.internet.interfaces import IReactorTime
 from twisted.logger import Logger
+from twisted.python.failure import Failure
 
 
 class RepeatSuppressor:
@@ -38,3 +39,28 @@ class RepeatSuppressor:
 
     def reset(self, key: str) -> None:
         self._last.pop(key, None)
+
+
+class RateLimitedLog:
+    """Log each kind of event at most once per ``interval`` seconds, counting the rest."""
+
+    def __init__(self, log: Logger, clock: IReactorTime, interval: float = 60.0) -> None:
+        self._log = log
+        self._clock = clock
+        self._interval = interval
+        self._last: dict[str, float] = {}
+        self._suppressed: dict[str, int] = {}
+
+    def warn(self, kind: str, format: str, failure: Failure | None = None, **kwargs: Any) -> None:
+        now = self._clock.seconds()
+        last = self._last.get(kind)
+        if last is not None and now - last < self._interval:
+            self._suppressed[kind] = self._suppressed.get(kind, 0) + 1
+            return
+        self._last[kind] = now
+        suppressed = self._suppressed.pop(kind, 0)
+        format += " ({suppressed} similar since last logged)" if suppressed else ""
+        if failure is not None:
+            self._log.failure(format, failure, suppressed=suppressed, **kwargs)
+        else:
+            self._log.warn(format, suppressed=suppressed, **kwargs)

@@ -65,7 +65,8 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 from txzmq import ZmqFactory
 
-from rill.protocols.router import Handler, RateLimitedLog, ReactorConnection
+from rill.protocols.router import Handler, ReactorConnection
+from rill.ratelimit import RateLimitedLog
 from rill.protocols.signalling import (
     SESSION_COMMANDS,
     Field,

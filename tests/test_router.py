@@ -13,7 +13,8 @@ from twisted.trial.unittest import SynchronousTestCase, TestCase
 from txzmq import ZmqFactory
 
 from rill.protocols import signalling as sig
-from rill.protocols.router import RateLimitedLog, RouterEndpoint
+from rill.protocols.router import RouterEndpoint
+from rill.ratelimit import RateLimitedLog
 from rill.protocols.signalling import RequestError
 from rill.sessions import SessionManager, session_handlers
 from tests.helpers import wait_for

@@ -37,6 +37,7 @@ from txzmq.connection import ZmqConnection
 
 from rill.protocols import signalling
 from rill.protocols.signalling import RequestError
+from rill.ratelimit import RateLimitedLog
 
 Handler = Callable[[dict[str, Any]], "dict[str, Any] | defer.Deferred[dict[str, Any]]"]
 
@@ -92,31 +93,6 @@ class _RouterConnection(ReactorConnection):
             self._on_message(message)
         except Exception:  # noqa: BLE001 -- a bug must not take the socket out of the reactor
             self.log.failure("signalling ROUTER: unexpected error handling a message")
-
-
-class RateLimitedLog:
-    """Log each kind of event at most once per ``interval`` seconds, counting the rest."""
-
-    def __init__(self, log: Logger, clock: IReactorTime, interval: float = 60.0) -> None:
-        self._log = log
-        self._clock = clock
-        self._interval = interval
-        self._last: dict[str, float] = {}
-        self._suppressed: dict[str, int] = {}
-
-    def warn(self, kind: str, format: str, failure: Failure | None = None, **kwargs: Any) -> None:
-        now = self._clock.seconds()
-        last = self._last.get(kind)
-        if last is not None and now - last < self._interval:
-            self._suppressed[kind] = self._suppressed.get(kind, 0) + 1
-            return
-        self._last[kind] = now
-        suppressed = self._suppressed.pop(kind, 0)
-        format += " ({suppressed} similar since last logged)" if suppressed else ""
-        if failure is not None:
-            self._log.failure(format, failure, suppressed=suppressed, **kwargs)
-        else:
-            self._log.warn(format, suppressed=suppressed, **kwargs)
 
 
 class RouterEndpoint(Service):
