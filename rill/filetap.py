@@ -31,12 +31,19 @@ from twisted.python.failure import Failure
 from rill import remote
 from rill.generations import tail_check
 from rill.remote import CHECK_SIZE
-from rill.rotation import Adopt, Drain, Finish, Gap, KnownGeneration, NeedHeads, Plan, RemoteFile, Snapshot, plan
+from rill.rotation import Adopt, Drain, Finish, Gap, KnownGeneration, NeedHeads, Plan, RemoteFile, Seen, Snapshot, plan
 from rill.sshclient import exec_request
 from rill.store.mirror import FINGERPRINT_SIZE, MirroredFile, fingerprint_of
-from rill.watch import heads_command, parse_heads
+from rill.watch import heads_command, parse_heads_with_identity
 
 log = Logger()
+
+#: Finished generations passed to the planner (the newest ones): enough to recognise rotated copies.
+FINISHED_KEPT = 20
+
+
+class PlanAborted(Exception):
+    """Carrying out a plan stopped: a drain did not run to its end (disconnect, tail-check mismatch)."""
 
 
 class FileTapState(enum.Enum):
@@ -103,6 +110,7 @@ class StreamChannel(SSHChannel):
         self.stopped_for_truncation = False
         self.accepted = False
         self.stopped = False
+        self.exit_status: int | None = None
         self.last_data = tap.clock.seconds()
         self.ended: defer.Deferred[None] = defer.Deferred()
 
@@ -165,6 +173,15 @@ class StreamChannel(SSHChannel):
             return data[:line_start]
         return data
 
+    def request_exit_status(self, data: bytes) -> int:
+        self.exit_status = int.from_bytes(data[:4], "big")
+        return 1
+
+    @property
+    def complete(self) -> bool:
+        """Whether the stream ran to the end of its file: header accepted, command exited 0, never stopped."""
+        return self.accepted and not self.stopped and self.exit_status == 0
+
     def stop(self) -> None:
         """End the remote command at once: BusyBox ``tail -f`` ignores a closed channel until it writes."""
         if self.stopped:
@@ -213,6 +230,7 @@ class FileTap:
         self._arrival_lengths: dict[int, int] = {}
         self._busy = False
         self._stopped = False
+        self._epoch = 0  # bumped on every disconnect: a plan made before it is stale
 
     # ------------------------------------------------------------ status
 
@@ -253,6 +271,9 @@ class FileTap:
 
     def disconnected(self) -> None:
         """The connection carrying our channels is gone: they are closed already or will be."""
+        self._epoch += 1
+        for reader in list(self.readers.values()):
+            reader.stopped = True  # a reader of a dead connection must never write again
         self.readers.clear()
         if not self._stopped:
             self.state = FileTapState.WAITING
@@ -279,7 +300,12 @@ class FileTap:
     def known(self) -> list[KnownGeneration]:
         now = self.clock.seconds()
         known = []
-        for g in self.mirrored.generations():
+        generations = self.mirrored.generations()
+        finished = [g.number for g in generations if g.state not in ("live", "draining")]
+        kept = set(finished[-FINISHED_KEPT:])
+        for g in generations:
+            if g.state not in ("live", "draining") and g.number not in kept:
+                continue
             reader = self.readers.get(g.number)
             length = self.mirrored.length(g.number)
             if g.number in self.readers:
@@ -293,37 +319,57 @@ class FileTap:
 
     @defer.inlineCallbacks
     def _plan_and_act(self, snapshot: Snapshot) -> Any:
+        epoch = self._epoch
         result = self._plan(snapshot)
         if result.need_heads is not None:
-            heads = yield self._fetch_heads(result.need_heads)
+            heads = yield self._fetch_heads(result.need_heads, snapshot)
+            if epoch != self._epoch or self._stopped:
+                return
             snapshot = _with_heads(snapshot, heads)
             result = self._plan(snapshot)
             if result.need_heads is not None:
                 return  # the files changed under us; the next poll tries again
         if snapshot.current is not None:
             self.remote_size = snapshot.current.size
-        for action in result.actions:
-            if self._stopped:
-                return
-            yield self._act(action)
+        # Where each known generation's bytes are now is recorded before acting (a
+        # plan cut short by a disconnect or a SIGKILL must not leave a generation
+        # with its old identity); a new generation's at its Adopt.
+        adopted = {a.generation for a in result.actions if isinstance(a, Adopt)}
+        seen_of = {seen.generation: seen for seen in result.seen}
         for seen in result.seen:
-            self.mirrored.record_seen(seen.generation, seen.name, seen.device, seen.inode, seen.size, seen.mtime)
+            if seen.generation not in adopted:
+                self._record_seen(seen)
+        self.mirrored.save()
+        try:
+            for action in result.actions:
+                if self._stopped or epoch != self._epoch:
+                    raise PlanAborted("the connection was lost")
+                yield self._act(action, seen_of)
+                if epoch != self._epoch:
+                    raise PlanAborted("the connection was lost")
+        except PlanAborted as e:
+            log.info("{tap}: stopped carrying out the plan ({why}); the next poll plans again", tap=self.label, why=e)
+            self.mirrored.save()
+            return
         self.mirrored.last_poll_time = snapshot.server_time
         self.mirrored.save()
         self._update_state(snapshot)
 
+    def _record_seen(self, seen: Seen) -> None:
+        self.mirrored.record_seen(seen.generation, seen.name, seen.device, seen.inode, seen.size, seen.mtime)
+
     def _plan(self, snapshot: Snapshot) -> Plan:
         return plan(snapshot, self.known(), last_poll_time=self.mirrored.last_poll_time, mismatches=self.mismatches)
 
-    def _fetch_heads(self, need: NeedHeads) -> defer.Deferred[dict[str, dict[int, str]]]:
-        channel = CommandChannel(heads_command(need.requests))
+    def _fetch_heads(self, need: NeedHeads, snapshot: Snapshot) -> defer.Deferred[dict[str, dict[int, str]]]:
+        channel = CommandChannel(heads_command(_bounded_requests(need.requests, snapshot)))
         channel.host_tap = self.host_tap
         d = self.host_tap.open_channel(channel)
         d.addCallback(lambda _: channel.done)
-        d.addCallback(parse_heads)
+        d.addCallback(lambda output: _matching_heads(snapshot, need.requests, parse_heads_with_identity(output)))
         return d
 
-    def _act(self, action: Any) -> defer.Deferred[None] | None:
+    def _act(self, action: Any, seen_of: dict[int, Seen] | None = None) -> defer.Deferred[None] | None:
         if isinstance(action, Gap):
             gap = self.mirrored.record_gap(action.generation, action.offset, action.missing, action.reason)
             self.stats["gaps"] += 1
@@ -343,6 +389,11 @@ class FileTap:
             record = self.mirrored.new_generation(action.source.device, action.source.inode, action.source.name)
             if record.number != action.generation:
                 log.warn("{tap}: store numbered generation {n}, planner expected {m}", tap=self.label, n=record.number, m=action.generation)
+                raise PlanAborted("the store and the plan disagree on generation numbers")
+            seen = (seen_of or {}).get(action.generation)
+            if seen is not None:
+                self._record_seen(seen)
+                self.mirrored.save()
             self.stats["generations_started"] += 1
             log.info("{tap}: generation {generation} starts: {name}{note}", tap=self.label, generation=record.number,
                      name=action.source.name, note=f" ({action.note})" if action.note else "")
@@ -359,13 +410,29 @@ class FileTap:
             running.stop()
         if self.mirrored.generation(action.generation).state == "live" and action.source.name != self.path:
             self.mirrored.set_state(action.generation, "draining")
-        reader = StreamChannel(self, action.generation, action.source, self.mirrored.length(action.generation), action.follow)
+        # The planner's offset is the length it trusts: a stream may have appended,
+        # after the poll, bytes of a file truncated and regrown past its offset (a
+        # tail that did not notice the truncation).  Cut back to it and read on:
+        # writes are keyed by offset, so nothing is mirrored twice.
+        offset = min(action.offset, self.mirrored.length(action.generation))
+        if offset < self.mirrored.length(action.generation):
+            log.info("{tap}: generation {generation}: re-reading from byte {offset}", tap=self.label,
+                     generation=action.generation, offset=offset)
+            self.mirrored.truncate(action.generation, offset)
+        reader = StreamChannel(self, action.generation, action.source, offset, action.follow)
         self.readers[action.generation] = reader
         self.stats["streams"] += 1
         self.host_tap.open_channel(reader).addErrback(lambda f: self._reader_failed(reader, f))
         if action.follow:
             return None
-        return reader.ended  # a plain drain runs to the end before the next action
+        # A plain drain runs to the end before the next action; one cut short (a
+        # disconnect, a tail-check mismatch, the file gone) stops the plan: what
+        # follows it (a Finish) would lose the bytes it did not read.
+        def check(_: object) -> None:
+            if not reader.complete:
+                raise PlanAborted(f"generation {action.generation}: the drain from {action.source.name} did not finish")
+
+        return reader.ended.addCallback(check)
 
     def _reader_failed(self, reader: StreamChannel, failure: Failure) -> None:
         if self.readers.get(reader.generation) is reader:
@@ -428,6 +495,30 @@ class FileTap:
             self.state = FileTapState.STREAMING
         else:
             self.state = FileTapState.WAITING
+
+
+def _bounded_requests(requests: tuple[tuple[str, int], ...], snapshot: Snapshot) -> list[tuple[str, int]]:
+    """Hash at most the bytes the poll saw: a plain file's head over n >= its polled size is its whole (polled) content."""
+    sizes = {f.name: f.size for f in snapshot.files() if not f.compressed}
+    return [(name, min(n, sizes[name]) if name in sizes else n) for name, n in requests]
+
+
+def _matching_heads(
+    snapshot: Snapshot,
+    requests: tuple[tuple[str, int], ...],
+    answers: dict[str, tuple[tuple[int, int] | None, dict[int, str]]],
+) -> dict[str, dict[int, str]]:
+    """The heads that were hashed from the very file the poll saw (same device and inode), under the n asked."""
+    files = {f.name: f for f in snapshot.files()}
+    heads: dict[str, dict[int, str]] = {}
+    for name, n in requests:
+        f, answer = files.get(name), answers.get(name)
+        if f is None or answer is None or answer[0] != (f.device, f.inode):
+            continue  # rotated (or gone) between the poll and the hashing
+        hashed = n if f.compressed else min(n, f.size)
+        if hashed in answer[1]:
+            heads.setdefault(name, {})[n] = answer[1][hashed]
+    return heads
 
 
 def _with_heads(snapshot: Snapshot, heads: dict[str, dict[int, str]]) -> Snapshot:

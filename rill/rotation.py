@@ -39,14 +39,18 @@ How candidates are matched, for each open generation, oldest first
    stream instead, and finished once the stream has been idle ``quiet`` s.
    An empty generation whose inode vanished is a gap of unknown size: it
    may have held bytes (if they were compressed, the ``.gz`` is adopted as a
-   new generation, so the gap is a "maybe"; we cannot tell).
+   new generation, so the gap is a "maybe"; we cannot tell).  But the oldest
+   unclaimed ``.gz`` written since it was last seen that holds no finished
+   generation is taken for it (gzip is what makes an inode vanish): drained
+   (if it holds anything) and finished, no gap.
 
 Files nobody claimed become **new generations** (:class:`Adopt`): the file
 at the path always; a sibling only if it is an intermediate generation we
 never saw -- written since the last poll (``mtime >= last_poll_time``),
 rotated less far (by suffix) than the newest known generation's file (none
 if that is still the path), and not a finished generation (by inode, for a
-``.gz`` by its kept mtime, for a copy by its size; and head).  So the
+``.gz`` by its head alone -- not every compressor keeps the mtime --, for a
+copy by its size; and head).  So the
 history from before Rill started watching is never ingested.  Adoptions are
 ordered by rotation suffix (``.2`` before ``.1``, dateext by date), then by
 mtime, the path last.  (Suffix first: a writer that has not reopened yet
@@ -417,6 +421,8 @@ class _Planner:
                 self.head(f, self.n(g) if g.length else self.fs)
         for g in self.open:
             self.hidden_copy(g)  # only to ask for its heads: the answer depends on the claims below
+        for g in self.open:
+            self.compressed_while_empty(g)  # likewise
         self.request_adoption_heads()
         if self.wanted:
             return self.ask()
@@ -578,7 +584,7 @@ class _Planner:
         """Whether ``f`` holds a generation we already finished (heads requested while unknown)."""
         for g in self.finished:
             same_inode = (f.device, f.inode) == (g.device, g.inode)
-            kept_mtime = f.compressed and g.last_mtime == f.mtime  # gzip keeps the mtime
+            kept_mtime = f.compressed  # gzip keeps the mtime, other compressors may not: the head decides
             same_bytes = not f.compressed and g.length > 0 and f.size == g.length  # a copy we drained
             if g.length == 0 or not (same_inode or kept_mtime or same_bytes):
                 continue  # an empty generation has nothing to recognise (its inode may be reused)
@@ -636,7 +642,7 @@ class _Planner:
 
         The Drain replaces any stream still on the truncated file.
         """
-        if copy.compressed or copy.size > g.length:
+        if copy.compressed or copy.size >= g.length:  # (even with nothing left: the tap cuts the mirror back to g.length)
             self.actions.append(Drain(g.number, copy, g.length, follow=False))
         window = not copy.compressed and g.last_size is not None and g.last_size > copy.size
         if window:
@@ -651,9 +657,37 @@ class _Planner:
         if (g.stream_idle or 0) >= self.quiet:
             self.actions.append(Finish(g.number, complete=True))
 
+    def compressed_while_empty(self, g: KnownGeneration) -> RemoteFile | None:
+        """An empty generation whose inode vanished (gzip makes a new inode): the ``.gz`` it became.
+
+        The oldest unclaimed ``.gz`` written not before the generation was last
+        seen that holds no finished generation: the bytes it got while we were
+        away and the compression, or nothing if it was compressed still empty.
+        """
+        match = self.matches.get(g.number)
+        if g.length or g.last_mtime is None or match is None or match.file is not None:
+            return None
+        if match.truncated or match.pending is not None:
+            return None
+        for f in self.files:
+            if not f.compressed or f.name in self.claimed or f.mtime < g.last_mtime:
+                continue
+            if self.is_finished_generation(f) or self.head(f, self.fs) is None:
+                continue
+            return f
+        return None
+
     def lost(self, g: KnownGeneration, match: _Match) -> None:
         if g.streaming and not match.truncated:
             self.finish_when_idle(g)  # deleted while open: the stream drains the descriptor
+            return
+        compressed = self.compressed_while_empty(g)
+        if compressed is not None:
+            self.claimed.add(compressed.name)
+            self.seen.append(Seen.of(g.number, compressed))
+            if head_of(compressed, self.fs) != _EMPTY:
+                self.actions.append(Drain(g.number, compressed, 0, follow=False))
+            self.actions.append(Finish(g.number, complete=True))
             return
         missing = g.last_size - g.length if g.last_size and g.last_size > g.length else None
         why = "truncated or rewritten in place, and no copy found" if match.truncated else "deleted while not connected"

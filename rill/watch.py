@@ -48,19 +48,40 @@ def is_glob(path: str) -> bool:
 def watch_command(patterns: Iterable[str], interval: float) -> str:
     """The loop reporting every pattern (a path or a glob) each ``interval`` seconds."""
     lines = [
-        "emit() {",
-        "  printf 'W %s\\n' \"$1\"",
+        # One listing of a path and its siblings: renames during it (a rotation
+        # shifting .1 -> .2 -> .3) could show one file twice and another not at
+        # all, so the identities are listed before and after, and the listing is
+        # repeated until nothing was renamed meanwhile.
+        "ids() {",
+        '  for c in "$1" "$1".* "$1"-*; do [ -f "$c" ] && stat -L -c \'%d %i %n\' -- "$c" 2>/dev/null; done',
+        "}",
+        "files() {",
         '  for c in "$1" "$1".* "$1"-*; do',
         '    [ -f "$c" ] || continue',
         "    s=$(stat -L -c '%d %i %s %Y %Z' -- \"$c\" 2>/dev/null) || continue",
         '    printf \'F %s %s\\n\' "$s" "$c"',
-        '    [ "$c" = "$1" ] || continue',
-        '    k="|$c $s|"; now="$now$k"',
-        '    case "$prev" in *"$k"*) continue;; esac',
-        # Hash exactly the bytes the stat saw (a small file may grow in between).
-        "    set -- \"$1\" $s; n=$4; [ \"$n\" -gt " + str(FINGERPRINT_SIZE) + " ] && n=" + str(FINGERPRINT_SIZE),
-        '    h=$(head -c "$n" -- "$c" | md5sum); printf \'H %s %s %s\\n\' "$n" "${h%% *}" "$c"',
         "  done",
+        "}",
+        "emit() {",
+        "  i=0",
+        "  while :; do",
+        '    a=$(ids "$1"); body=$(files "$1"); b=$(ids "$1")',
+        '    [ "$a" = "$b" ] && break',
+        "    i=$((i + 1)); [ $i -ge 5 ] && break",
+        "  done",
+        "  printf 'W %s\\n' \"$1\"",
+        '  [ -n "$body" ] && printf \'%s\\n\' "$body"',
+        '  c="$1"',
+        "  s=$(printf '%s\\n' \"$body\" | while read -r t d i z m x n; do [ \"$n\" = \"$c\" ] && echo \"$d $i $z $m $x\" && break; done)",
+        '  [ -n "$s" ] || return',
+        '  k="|$c $s|"',
+        '  case "$prev" in *"$k"*) now="$now$k"; return;; esac',
+        # Hash exactly the bytes the stat saw (a small file may grow in between).
+        "  set -- \"$1\" $s; n=$4; [ \"$n\" -gt " + str(FINGERPRINT_SIZE) + " ] && n=" + str(FINGERPRINT_SIZE),
+        '  h=$(head -c "$n" -- "$c" | md5sum)',
+        # A rotation between the stat and the hash: the bytes hashed are another file's.
+        '  [ "$(stat -L -c \'%d %i\' -- "$c" 2>/dev/null)" = "$2 $3" ] || return',
+        '  now="$now$k"; printf \'H %s %s %s\\n\' "$n" "${h%% *}" "$c"',
         "}",
         "prev=",
         "while :; do",
@@ -77,12 +98,22 @@ def watch_command(patterns: Iterable[str], interval: float) -> str:
 
 
 def heads_command(requests: Iterable[tuple[str, int]]) -> str:
-    """Fingerprints on demand: ``H n md5 name`` per (name, n); ``.gz`` files are read decompressed."""
+    """Fingerprints on demand: ``H n md5 dev ino name`` per (name, n); ``.gz`` files are read decompressed.
+
+    The file is stat'ed before and after hashing: a head is printed only if the
+    name held the same (device, inode) both times, and with that identity, so a
+    rotation between the poll and this command cannot pass off another file's
+    head as the polled file's (the tap drops heads whose identity differs).
+    """
     parts = []
     for name, n in requests:
         reader = f"gzip -dc -- {quote(name)} 2>/dev/null" if name.endswith(".gz") else f"head -c {n} -- {quote(name)}"
         limit = f" | head -c {n}" if name.endswith(".gz") else ""
-        parts.append(f"h=$({reader}{limit} | md5sum); printf 'H {n} %s %s\\n' \"${{h%% *}}\" {quote(name)}")
+        ident = f"stat -L -c '%d %i' -- {quote(name)} 2>/dev/null"
+        parts.append(
+            f"a=$({ident}); h=$({reader}{limit} | md5sum); b=$({ident}); "
+            f"[ -n \"$a\" ] && [ \"$a\" = \"$b\" ] && printf 'H {n} %s %s %s\\n' \"${{h%% *}}\" \"$a\" {quote(name)}"
+        )
     return "; ".join(parts) + "; echo E"
 
 
@@ -161,15 +192,34 @@ class WatchParser:
 
 
 def parse_heads(output: bytes) -> dict[str, dict[int, str]]:
-    """The output of :func:`heads_command`: name -> {n: md5}."""
-    heads: dict[str, dict[int, str]] = {}
+    """The output of :func:`heads_command`: name -> {n: md5} (identities ignored)."""
+    return {name: heads for name, (_, heads) in parse_heads_with_identity(output).items()}
+
+
+def parse_heads_with_identity(output: bytes) -> dict[str, tuple[tuple[int, int] | None, dict[int, str]]]:
+    """The output of :func:`heads_command`: name -> ((device, inode) hashed, {n: md5}).
+
+    A name whose heads came from two identities (rotated between two requests)
+    keeps only the first identity's.  Lines without an identity (``H n md5 name``)
+    give None.
+    """
+    heads: dict[str, tuple[tuple[int, int] | None, dict[int, str]]] = {}
     for line in output.decode("utf-8", "surrogateescape").splitlines():
         kind, _, rest = line.partition(" ")
         if kind != "H":
             continue
-        n, digest, name = (rest.split(" ", 2) + ["", ""])[:3]
-        if n.isdigit() and re.fullmatch(r"[0-9a-f]{32}", digest):
-            heads.setdefault(name, {})[int(n)] = digest
+        fields = rest.split(" ", 4)
+        identity: tuple[int, int] | None = None
+        if len(fields) == 5 and fields[2].isdigit() and fields[3].isdigit():
+            n, digest, name = fields[0], fields[1], fields[4]
+            identity = (int(fields[2]), int(fields[3]))
+        else:
+            n, digest, name = (rest.split(" ", 2) + ["", ""])[:3]
+        if not (n.isdigit() and re.fullmatch(r"[0-9a-f]{32}", digest)):
+            continue
+        known = heads.setdefault(name, (identity, {}))
+        if known[0] == identity:
+            known[1][int(n)] = digest
     return heads
 
 

@@ -417,6 +417,19 @@ class MoreDecisionTests(SynchronousTestCase):
         result, _ = run(s, known, last_poll_time=NOW - 10)
         self.assertEqual(shapes(result), [("drain", 2, PATH, len(lines(10, 1)), True)])
 
+    def test_finished_generation_compressed_with_new_mtime_not_a_copy(self) -> None:
+        """A drained generation compressed by a tool that does not keep the mtime is still recognised by its head:
+        it is neither re-adopted nor taken for the copy of a truncated empty generation (chaos: a duplicate)."""
+        s = Server()
+        done = lines(0, 10)
+        s.put(f"{PATH}.3.gz", 30, done, NOW)  # compressed just now
+        s.put(f"{PATH}.1", 31, b"", NOW)  # the copy of the empty generation
+        s.put(PATH, 9, lines(10, 1), NOW)  # truncated below the size last seen, then written
+        known = [gen(1, 7, done, "drained", last_mtime=NOW - 50),
+                 gen(2, 9, b"", last_size=200, last_mtime=NOW - 1)]
+        result, _ = run(s, known, last_poll_time=NOW - 1)
+        self.assertNotIn(f"{PATH}.3.gz", [a.source.name for a in result.actions if isinstance(a, (Adopt, Drain))])
+
     def test_dateext_order(self) -> None:
         """Intermediate generations are adopted oldest first: by mtime, then by rotation suffix."""
         a = RemoteFile(f"{PATH}-20261124", 1, 1, 1, 100)
@@ -437,17 +450,35 @@ class MoreDecisionTests(SynchronousTestCase):
         self.assertEqual(rounds, 1)
 
     def test_empty_generation_vanished(self) -> None:
-        """An empty generation has no fingerprint: if its inode is gone it is a gap of unknown size."""
+        """An empty generation has no fingerprint: if its inode is gone and no .gz can be it, a gap of unknown size."""
+        s = Server()
+        s.put(PATH, 9, b"", NOW)
+        result, _ = run(s, [gen(1, 7, b"", last_size=0, last_mtime=NOW - 2)], last_poll_time=NOW - 2)
+        self.assertEqual(
+            shapes(result), [("gap", 1, 0, None), ("finish", 1, False), ("adopt", 2, PATH), ("drain", 2, PATH, 0, True)]
+        )
+
+    def test_empty_generation_written_rotated_and_gzipped_while_away(self) -> None:
+        """An empty generation that got bytes, rotated and was gzip'd while we were away: the new .gz is it (no gap)."""
         s = Server()
         s.put(f"{PATH}.1.gz", 30, lines(0, 3), NOW)
         s.put(PATH, 9, b"", NOW)
         result, _ = run(s, [gen(1, 7, b"", last_size=0, last_mtime=NOW - 2)], last_poll_time=NOW - 2)
         self.assertEqual(
             shapes(result),
-            [("gap", 1, 0, None), ("finish", 1, False), ("adopt", 2, f"{PATH}.1.gz"),
-             ("drain", 2, f"{PATH}.1.gz", 0, False), ("finish", 2, True), ("adopt", 3, PATH),
-             ("drain", 3, PATH, 0, True)],
+            [("drain", 1, f"{PATH}.1.gz", 0, False), ("finish", 1, True), ("adopt", 2, PATH), ("drain", 2, PATH, 0, True)],
         )
+
+    def test_empty_generation_compressed_while_empty(self) -> None:
+        """An empty generation whose file was gzip'd while still empty: the empty .gz is it -- no gap, no adoption."""
+        s = Server()
+        s.put(f"{PATH}.2.gz", 30, b"", NOW)
+        s.put(f"{PATH}.1", 31, lines(0, 3), OLD)  # history, not recent
+        s.put(PATH, 9, b"", NOW)
+        result, _ = run(s, [gen(1, 7, b"", last_size=0, last_mtime=NOW - 2), gen(2, 9, b"", last_size=0, last_mtime=NOW)],
+                        last_poll_time=NOW - 2)
+        self.assertEqual(shapes(result), [("finish", 1, True), ("drain", 2, PATH, 0, True)])
+        self.assertIn((1, 30), [(x.generation, x.inode) for x in result.seen])
 
     def test_seen_reports_new_identity(self) -> None:
         """Plan.seen says where each generation is now, so the tap records the copy's or .gz's identity."""
@@ -480,3 +511,111 @@ class NameTests(SynchronousTestCase):
         """The snapshot's siblings are exactly the names a glob tap must not watch on their own."""
         snap = Snapshot(PATH, None, (RemoteFile(f"{PATH}.1", 1, 2, 3, 4),))
         self.assertEqual(rotated_names_of(snap), {f"{PATH}.1"})
+
+
+class HeadsTests(SynchronousTestCase):
+    """Heads fetched on demand (NeedHeads) belong to the polled file only if it is still the same inode."""
+
+    def test_heads_of_a_rotated_name_are_dropped(self) -> None:
+        """A rotation between the poll and the heads command: the name holds another inode; its head is not used."""
+        from rill.filetap import _matching_heads
+        from rill.watch import parse_heads_with_identity
+
+        digest = hashlib.md5(b"").hexdigest()
+        output = f"H 100 {digest} 8 99 {PATH}.1\nH 0 {digest} 8 9 {PATH}\nE\n".encode()  # as bounded
+        snap = Snapshot(PATH, RemoteFile(PATH, 8, 9, 0, NOW), (RemoteFile(f"{PATH}.1", 8, 7, 500, NOW),), NOW)
+        heads = _matching_heads(snap, ((f"{PATH}.1", 100), (PATH, 100)), parse_heads_with_identity(output))
+        self.assertEqual(heads, {PATH: {100: digest}})
+
+    def test_heads_requests_bounded_by_polled_size(self) -> None:
+        """A file that grew after the poll is hashed over the polled bytes only, and answers under the n asked."""
+        from rill.filetap import _bounded_requests, _matching_heads
+        from rill.watch import parse_heads_with_identity
+
+        snap = Snapshot(PATH, RemoteFile(PATH, 8, 9, 40, NOW), (RemoteFile(f"{PATH}.1.gz", 8, 7, 33, NOW),), NOW)
+        requests = ((PATH, 1024), (f"{PATH}.1.gz", 1024))
+        self.assertEqual(_bounded_requests(requests, snap), [(PATH, 40), (f"{PATH}.1.gz", 1024)])
+        digest = hashlib.md5(b"x").hexdigest()
+        output = f"H 40 {digest} 8 9 {PATH}\nH 1024 {digest} 8 7 {PATH}.1.gz\n".encode()
+        heads = _matching_heads(snap, requests, parse_heads_with_identity(output))
+        self.assertEqual(heads, {PATH: {1024: digest}, f"{PATH}.1.gz": {1024: digest}})
+
+
+class FileTapPlanTests(SynchronousTestCase):
+    """How the tap carries out a plan: a plain drain cut short stops the plan (its Finish would lose bytes)."""
+
+    def setUp(self) -> None:
+        from twisted.internet import defer
+        from twisted.internet.task import Clock
+
+        from rill.filetap import FileTap
+        from rill.store.mirror import MirrorStore
+
+        self.opened: list[object] = []
+        opened = self.opened
+
+        class Host:
+            name = "h"
+
+        class HostTap:
+            host = Host()
+            reactor = Clock()
+
+            def open_channel(self, channel: object) -> defer.Deferred[object]:
+                opened.append(channel)
+                return defer.Deferred()  # the test decides what happens to it
+
+            def channel_closed(self, channel: object) -> None:
+                pass
+
+        self.mirrored = MirrorStore(self.mktemp()).file("h", PATH)
+        self.data = lines(0, 20)
+        self.mirrored.new_generation(8, 7, PATH)
+        self.mirrored.append(1, 0, self.data, 0.0)
+        self.mirrored.record_seen(1, PATH, 8, 7, len(self.data), OLD)
+        self.mirrored.last_poll_time = NOW - 100
+        self.mirrored.save()
+        self.tap = FileTap(HostTap(), self.mirrored, 0.2, lambda *a: None)
+        # Rotated while we were away, and settled: drain the rest of .1 (not followed), finish it, adopt the new file.
+        s = Server()
+        s.put(f"{PATH}.1", 7, self.data + lines(20, 5), OLD)
+        s.put(PATH, 9, b"", NOW)
+        wanted: dict[str, dict[int, str]] = {}
+        for _ in range(3):
+            result = plan(s.snapshot(wanted), self.tap.known(), last_poll_time=NOW - 100)
+            if result.need_heads is None:
+                break
+            for name, n in result.need_heads.requests:
+                wanted.setdefault(name, {})[n] = ""
+        self.assertEqual(
+            shapes(result),
+            [("drain", 1, f"{PATH}.1", len(self.data), False), ("finish", 1, True), ("adopt", 2, PATH), ("drain", 2, PATH, 0, True)],
+        )
+        self.snapshot = s.snapshot(wanted)
+
+    def test_drain_cut_short_stops_the_plan(self) -> None:
+        """The connection drops during a plain drain: the generation is not finished, nothing is adopted, the poll is not counted."""
+        from twisted.python.failure import Failure
+
+        self.tap.on_snapshot(self.snapshot)
+        self.assertEqual(len(self.opened), 1)
+        self.tap.disconnected()
+        self.tap._reader_failed(self.opened[0], Failure(ConnectionError("lost")))  # type: ignore[arg-type]
+        self.assertEqual(self.mirrored.generation(1).state, "draining")
+        self.assertEqual([g.number for g in self.mirrored.generations()], [1])
+        self.assertEqual(self.mirrored.last_poll_time, NOW - 100)
+        self.assertEqual(self.mirrored.generation(1).name, f"{PATH}.1")  # Seen recorded before acting
+        self.assertFalse(self.tap._busy)
+
+    def test_completed_drain_goes_on(self) -> None:
+        """A plain drain that ran to its end (exit status 0) lets the plan go on: Finish, Adopt, follow the new file."""
+        self.tap.on_snapshot(self.snapshot)
+        reader = self.opened[0]
+        reader.accepted = True  # type: ignore[attr-defined]
+        reader.exit_status = 0  # type: ignore[attr-defined]
+        reader.ended.callback(None)  # type: ignore[attr-defined]
+        self.assertEqual(self.mirrored.generation(1).state, "drained")
+        self.assertEqual([g.number for g in self.mirrored.generations()], [1, 2])
+        self.assertEqual(self.mirrored.generation(2).last_size, 0)  # its Seen recorded at its Adopt
+        self.assertEqual(self.mirrored.last_poll_time, NOW)
+        self.assertEqual(len(self.opened), 2)

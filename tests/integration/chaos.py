@@ -202,6 +202,9 @@ class ChaosRun:
     @defer.inlineCallbacks
     def run(self) -> defer.Generator[defer.Deferred[object], object, ChaosReport]:
         yield self.rill.start()
+        # Rill watches a file from its first completed poll on: what rotated away
+        # before that is history it must not ingest.  So the chaos starts then.
+        yield wait_for(self.watching, 30, "rill's first poll of every file")
         deadline = reactor.seconds() + self.seconds
         while reactor.seconds() < deadline:
             yield self.step()
@@ -235,6 +238,14 @@ class ChaosRun:
             yield self.rill.kill()
             self.report.restarts += 1
             yield self.rill.start()
+
+    def watching(self) -> bool:
+        store = MirrorStore(self.workspace.data_dir)
+        for f in self.files:
+            mirrored = store.find("chaos", f.path)
+            if mirrored is None or mirrored.last_poll_time is None:
+                return False
+        return True
 
     @defer.inlineCallbacks
     def converge(self) -> defer.Generator[defer.Deferred[object], object, None]:
