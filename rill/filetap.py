@@ -22,17 +22,15 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from twisted.conch.ssh import common
-from twisted.conch.ssh.channel import SSHChannel
 from twisted.internet import defer
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
 from rill import remote
+from rill.channels import ExecChannel
 from rill.generations import tail_check
 from rill.remote import CHECK_SIZE
 from rill.rotation import Adopt, Drain, Finish, Gap, KnownGeneration, NeedHeads, Plan, RemoteFile, Seen, Snapshot, plan
-from rill.sshclient import exec_request
 from rill.store.mirror import FINGERPRINT_SIZE, MirroredFile, fingerprint_of
 from rill.watch import heads_command, parse_heads_with_identity
 
@@ -54,27 +52,13 @@ class FileTapState(enum.Enum):
     STOPPED = "stopped"
 
 
-class CommandChannel(SSHChannel):
+class CommandChannel(ExecChannel):
     """An exec channel whose whole output is returned when it closes."""
 
-    name = b"session"
-
     def __init__(self, command: str) -> None:
-        super().__init__(localWindow=2**20, localMaxPacket=2**15)
-        self.command = command
+        super().__init__(command)
         self.output = b""
         self.done: defer.Deferred[bytes] = defer.Deferred()
-
-    def channelOpen(self, specificData: bytes) -> None:
-        self.conn.channel_opened()
-        self._rill_opened.callback(None)
-        if getattr(self, "stopped", False):  # stopped while waiting for a connection
-            self.loseConnection()
-            return
-        exec_request(self.conn, self, self.command).addErrback(lambda _: self.loseConnection())
-
-    def openFailed(self, reason: Failure) -> None:
-        self._rill_opened.errback(reason)
 
     def dataReceived(self, data: bytes) -> None:
         self.output += data
@@ -88,42 +72,28 @@ class CommandChannel(SSHChannel):
             self.done.callback(self.output)
 
 
-class StreamChannel(SSHChannel):
+class StreamChannel(ExecChannel):
     """Reads one generation from one server file, from an offset, into the mirror."""
 
-    name = b"session"
-
     def __init__(self, tap: FileTap, generation: int, source: RemoteFile, offset: int, follow: bool) -> None:
+        if source.compressed:
+            command = remote.gzip_stream_command(source.name, offset)
+        else:
+            command = remote.stream_command(source.name, offset, follow=follow)
         # A 2 MiB window: Conch's 128 KiB default halves throughput (FIELD-NOTES).
-        super().__init__(localWindow=2**21, localMaxPacket=2**15)
+        super().__init__(command, window=2**21)
         self.tap = tap
         self.generation = generation
         self.source = source
         self.offset = offset
         self.follow = follow
-        if source.compressed:
-            self.command = remote.gzip_stream_command(source.name, offset)
-        else:
-            self.command = remote.stream_command(source.name, offset, follow=follow)
         self._header: bytearray | None = bytearray()
         self._carry = b""
         self.stopped_for_truncation = False
         self.accepted = False
-        self.stopped = False
         self.exit_status: int | None = None
         self.last_data = tap.clock.seconds()
         self.ended: defer.Deferred[None] = defer.Deferred()
-
-    def channelOpen(self, specificData: bytes) -> None:
-        self.conn.channel_opened()
-        self._rill_opened.callback(None)
-        if getattr(self, "stopped", False):  # stopped while waiting for a connection
-            self.loseConnection()
-            return
-        exec_request(self.conn, self, self.command).addErrback(lambda _: self.loseConnection())
-
-    def openFailed(self, reason: Failure) -> None:
-        self._rill_opened.errback(reason)
 
     def dataReceived(self, data: bytes) -> None:
         if self.stopped:
@@ -181,19 +151,6 @@ class StreamChannel(SSHChannel):
     def complete(self) -> bool:
         """Whether the stream ran to the end of its file: header accepted, command exited 0, never stopped."""
         return self.accepted and not self.stopped and self.exit_status == 0
-
-    def stop(self) -> None:
-        """End the remote command at once: BusyBox ``tail -f`` ignores a closed channel until it writes."""
-        if self.stopped:
-            return
-        self.stopped = True
-        if self.conn is None:  # never opened: nothing runs on the server
-            return
-        try:
-            self.conn.sendRequest(self, b"signal", common.NS(b"TERM"))
-        except Exception:
-            pass
-        self.loseConnection()
 
     def closed(self) -> None:
         self.conn.channel_closed()

@@ -21,14 +21,10 @@ from __future__ import annotations
 import re
 from collections.abc import Iterable
 from dataclasses import dataclass, field
-
 from typing import Any
 
-from twisted.conch.ssh import common
-from twisted.conch.ssh.channel import SSHChannel
-
+from rill.channels import ExecChannel
 from rill.remote import quote
-from rill.sshclient import exec_request
 from rill.rotation import RemoteFile, Snapshot
 from rill.store.mirror import FINGERPRINT_SIZE
 
@@ -223,44 +219,17 @@ def parse_heads_with_identity(output: bytes) -> dict[str, tuple[tuple[int, int] 
     return heads
 
 
-class WatchChannel(SSHChannel):
+class WatchChannel(ExecChannel):
     """The host's watch loop; every complete poll goes to ``host_tap.poll_received``."""
 
-    name = b"session"
-
     def __init__(self, host_tap: Any, command: str) -> None:
-        super().__init__(localWindow=2**20, localMaxPacket=2**15)
+        super().__init__(command)
         self.host_tap = host_tap
-        self.command = command
         self.parser = WatchParser()
-        self.stopped = False
-
-    def channelOpen(self, specificData: bytes) -> None:
-        self.conn.channel_opened()
-        self._rill_opened.callback(None)
-        if getattr(self, "stopped", False):  # stopped while waiting for a connection
-            self.loseConnection()
-            return
-        exec_request(self.conn, self, self.command).addErrback(lambda _: self.loseConnection())
-
-    def openFailed(self, reason: Any) -> None:
-        self._rill_opened.errback(reason)
 
     def dataReceived(self, data: bytes) -> None:
         for snapshots in self.parser.feed(data):
             self.host_tap.poll_received(snapshots)
-
-    def stop(self) -> None:
-        if self.stopped:
-            return
-        self.stopped = True
-        if self.conn is None:  # never opened: nothing runs on the server
-            return
-        try:
-            self.conn.sendRequest(self, b"signal", common.NS(b"TERM"))
-        except Exception:
-            pass
-        self.loseConnection()
 
     def closed(self) -> None:
         self.conn.channel_closed()
