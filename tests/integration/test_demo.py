@@ -15,19 +15,32 @@ from tests.helpers import wait_for
 from tests.integration.rig import BIN, Subscriber, _Output
 
 
+@defer.inlineCallbacks
+def start_demo(testcase: unittest.TestCase, *options: str):
+    """`rill demo --dir TMP` in a child process; returns (work dir, its output, its process protocol)."""
+    workdir = tempfile.mkdtemp(prefix="rill-demo-test-")
+    output = bytearray()
+    proto = _Output(output)
+    argv = [os.path.join(BIN, "rill"), "demo", "--dir", workdir, "--rate", "50", *options]
+    reactor.spawnProcess(proto, argv[0], argv, env=dict(os.environ))
+    testcase.addCleanup(lambda: proto.ended if proto.ended.called else interrupt(proto))
+    yield wait_for(lambda: b"Ctrl-C stops the demo" in output, 30, "the demo's instructions")
+    return workdir, output, proto
+
+
+def interrupt(proto: _Output):
+    """Ctrl-C, as a person stops the demo; fires with its exit status."""
+    proto.transport.signalProcess(signal.SIGINT)
+    return proto.ended
+
+
 class DemoTests(unittest.TestCase):
     timeout = 120
 
     @defer.inlineCallbacks
     def test_demo_streams_lines(self):
         """The demo starts, a SUB client receives generated lines within a deadline, Ctrl-C ends it with status 0."""
-        workdir = tempfile.mkdtemp(prefix="rill-demo-test-")
-        output = bytearray()
-        proto = _Output(output)
-        argv = [os.path.join(BIN, "rill"), "demo", "--dir", workdir, "--rate", "50", "--rotate-every", "2"]
-        reactor.spawnProcess(proto, argv[0], argv, env=dict(os.environ))
-        self.addCleanup(lambda: proto.ended if proto.ended.called else self._interrupt(proto))
-        yield wait_for(lambda: b"Ctrl-C stops the demo" in output, 30, "the demo's instructions")
+        workdir, output, proto = yield start_demo(self, "--rotate-every", "2")
         config = configparser.ConfigParser(interpolation=None, inline_comment_prefixes=(";", "#"))
         config.read(os.path.join(workdir, "config.ini"))
         zmq = ZmqFactory()
@@ -36,13 +49,9 @@ class DemoTests(unittest.TestCase):
         yield wait_for(lambda: sum(len(v) for v in sub.messages.values()) >= 20, 30, "20 demo lines")
         app_log = os.path.join(workdir, "logs", "app.log")
         yield wait_for(lambda: os.path.exists(app_log + ".1"), 30, "a rotation of app.log")
-        code = yield self._interrupt(proto)
+        code = yield interrupt(proto)
         self.assertEqual(code, 0, output.decode(errors="replace")[-2000:])
         self.assertNotIn(b"Traceback", output)
-
-    def _interrupt(self, proto):
-        proto.transport.signalProcess(signal.SIGINT)
-        return proto.ended
 
 
 def run_on_pty(argv: list[str], env: dict[str, str], columns: int = 80, timeout: float = 60) -> str:
@@ -81,13 +90,7 @@ class QuickStartTests(unittest.TestCase):
         """The README's quick start, to the letter: demo, then tail, search, status and cat in another terminal, then stop."""
         from twisted.internet import threads
 
-        workdir = tempfile.mkdtemp(prefix="rill-quickstart-")
-        output = bytearray()
-        proto = _Output(output)
-        argv = [os.path.join(BIN, "rill"), "demo", "--dir", workdir, "--rate", "50"]
-        reactor.spawnProcess(proto, argv[0], argv, env=dict(os.environ))
-        self.addCleanup(lambda: proto.ended if proto.ended.called else DemoTests._interrupt(self, proto))
-        yield wait_for(lambda: b"Ctrl-C stops the demo" in output, 30, "the demo's instructions")
+        workdir, output, proto = yield start_demo(self)
         instructions = output.decode()
         config = os.path.join(workdir, "config.ini")
         self.assertIn(f"export RILL_CONFIG={config}", instructions)
@@ -116,5 +119,5 @@ class QuickStartTests(unittest.TestCase):
         self.assertTrue(all(len(line) <= 80 for line in status.splitlines()), status)
         mirrored = yield threads.deferToThread(run, "cat", "demo", app_log)
         self.assertTrue(mirrored)
-        code = yield DemoTests._interrupt(self, proto)
+        code = yield interrupt(proto)
         self.assertEqual(code, 0)
