@@ -23,8 +23,9 @@ import zmq
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from bench.throughput import start_sshd  # noqa: E402
-from tests.integration.sshd import SSHServer, free_port, make_target_dir  # noqa: E402
+from bench.target import bench_target  # noqa: E402
+from tests.integration.rig import host_section  # noqa: E402
+from tests.integration.sshd import free_port  # noqa: E402
 
 BIN = os.path.dirname(sys.executable)
 
@@ -75,8 +76,8 @@ def measure_rill(server, path: str, lines: int, rate: float, login) -> tuple[flo
     with open(config, "w") as f:
         f.write(
             f"[rill]\ndata_dir = {work}/data\npublish = {publish}\ncontrol = tcp://127.0.0.1:{free_port()}\n"
-            f"[host:bench]\naddress = 127.0.0.1\nport = {server.port}\nusername = {login.username}\n"
-            f"password = {login.password}\nhost_key = {server.host_key_fingerprints()[0]}\nping = off\n"
+            + host_section("bench", server, login, ping="off")
+            +
             f"[tap:latency]\nhosts = bench\npath = {path}\n"
         )
     rill = subprocess.Popen([os.path.join(BIN, "twistd"), "-n", "--pidfile=", "rill", "-c", config],
@@ -109,10 +110,7 @@ def main() -> None:
     parser.add_argument("--lines", type=int, default=10000)
     parser.add_argument("--rate", type=float, default=1000.0)
     args = parser.parse_args()
-    server = SSHServer(max_sessions=100)
-    sshd = start_sshd(server)
-    target = make_target_dir("rill-latency-target-")
-    try:
+    with bench_target("rill-latency-target-") as (server, target):
         print(f"{args.lines} lines at {args.rate:g} lines/s, loopback; latency from append to arrival")
         print(f"{'path':<36} {'p50 ms':>8} {'p99 ms':>8} {'lines':>7}")
         for name, login in (("GNU", server.gnu), ("BusyBox", server.busybox)):
@@ -122,10 +120,6 @@ def main() -> None:
                 os.chmod(path, 0o644)
                 p50, p99, n = measure(server, path, args.lines, args.rate, login)
                 print(f"{label + ' (' + name + ')':<36} {p50:8.1f} {p99:8.1f} {n:7d}")
-    finally:
-        sshd.terminate()
-        shutil.rmtree(target, ignore_errors=True)
-        shutil.rmtree(server.dir, ignore_errors=True)
 
 
 if __name__ == "__main__":

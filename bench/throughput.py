@@ -23,7 +23,9 @@ import time
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from tests.integration.sshd import SSHD, free_port  # noqa: E402
+from bench.target import bench_target  # noqa: E402
+from tests.integration.rig import host_section  # noqa: E402
+from tests.integration.sshd import free_port  # noqa: E402
 
 BIN = os.path.dirname(sys.executable)
 
@@ -37,16 +39,6 @@ def make_file(path: str, megabytes: int) -> int:
             n += 10000
     os.chmod(path, 0o644)
     return os.path.getsize(path)
-
-
-def start_sshd(server) -> subprocess.Popen:
-    process = subprocess.Popen([SSHD, "-D", "-e", "-f", server.config_path], stderr=subprocess.PIPE)
-    deadline = time.monotonic() + 10
-    while time.monotonic() < deadline:
-        line = process.stderr.readline()
-        if b"Server listening" in line:
-            return process
-    raise RuntimeError("sshd did not start")
 
 
 def child_cpu() -> float:
@@ -80,8 +72,8 @@ def rill_mirror(server, path: str, size: int, with_subscriber: bool, expected_li
         f.write(
             f"[rill]\ndata_dir = {work}/data\npublish = {publish}\ncontrol = tcp://127.0.0.1:{free_port()}\n"
             f"publish_hwm = 100000\n"
-            f"[host:bench]\naddress = 127.0.0.1\nport = {server.port}\nusername = {server.gnu.username}\n"
-            f"password = {server.gnu.password}\nhost_key = {server.host_key_fingerprints()[0]}\n"
+            + host_section("bench", server, server.gnu)
+            +
             f"[tap:big]\nhosts = bench\npath = {path}\n"
         )
     subscriber = None
@@ -137,13 +129,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--megabytes", type=int, default=200)
     args = parser.parse_args()
-    from tests.integration.sshd import SSHServer, make_target_dir
-
-    server = SSHServer(max_sessions=100)
-    sshd = start_sshd(server)
-    target = make_target_dir("rill-bench-target-")
-    path = os.path.join(target, "big.log")
-    try:
+    with bench_target("rill-bench-target-") as (server, target):
+        path = os.path.join(target, "big.log")
         size = make_file(path, args.megabytes)
         with open(path, "rb") as f:
             lines = sum(chunk.count(b"\n") for chunk in iter(lambda: f.read(1 << 20), b""))
@@ -164,10 +151,6 @@ def main() -> None:
                   f"           ({got:,} lines, {got / published:,.0f} lines/s)")
         else:
             print(f"  the SUB client got {got:,} of {lines:,} lines within 300 s (PUB high-water mark drops)")
-    finally:
-        sshd.terminate()
-        shutil.rmtree(target, ignore_errors=True)
-        shutil.rmtree(server.dir, ignore_errors=True)
 
 
 if __name__ == "__main__":
