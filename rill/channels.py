@@ -9,6 +9,10 @@ from twisted.python.failure import Failure
 from rill.sshclient import exec_request
 
 
+class ChannelOpenFailed(Exception):
+    """A channel could not be opened: the connection went, the server refused it, or the tap is stopping."""
+
+
 class ExecChannel(SSHChannel):
     """Runs ``command`` once opened through ``HostTap.open_channel``; :meth:`stop` ends it at once.
 

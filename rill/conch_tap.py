@@ -28,6 +28,7 @@ from twisted.internet.interfaces import IReactorTime
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
+from rill.channels import ChannelOpenFailed
 from rill.config import HostConfig
 from rill.ratelimit import RepeatSuppressor
 from rill.sshclient import LoginFailure, RillClientTransport, RillConnection, SSHClientFactory, classify
@@ -37,10 +38,6 @@ log = Logger()
 # Conch's SSH_OPEN_CONNECT_FAILED / ADMINISTRATIVELY_PROHIBITED: how sshd says
 # "no more sessions on this connection" (MaxSessions).
 _REFUSED_CODES = (1, 2)
-
-
-class ChannelOpenFailed(Exception):
-    pass
 
 
 def _glob_match(pattern: str, path: str) -> bool:

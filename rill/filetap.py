@@ -27,7 +27,7 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 
 from rill import remote
-from rill.channels import ExecChannel
+from rill.channels import ChannelOpenFailed, ExecChannel
 from rill.generations import tail_check
 from rill.remote import CHECK_SIZE
 from rill.rotation import Adopt, Drain, Finish, Gap, KnownGeneration, NeedHeads, Plan, RemoteFile, Seen, Snapshot, plan
@@ -267,10 +267,14 @@ class FileTap:
             length = self.mirrored.length(g.number)
             if g.number in self.readers:
                 length = min(length, self._safe_lengths.get(g.number, 0))
+            size = min(FINGERPRINT_SIZE, length)
             fingerprint = fingerprint_of(self.mirrored.head(g.number)[:length]) if length else ""
+            if g.head_size > size and g.head_md5:
+                size, fingerprint = g.head_size, g.head_md5  # the server's head, ahead of the mirror
             idle = now - reader.last_data if reader is not None and reader.accepted else None
             known.append(
-                KnownGeneration(g.number, g.device, g.inode, fingerprint, length, g.state, g.name, g.last_size, g.last_mtime, idle)
+                KnownGeneration(g.number, g.device, g.inode, fingerprint, length, g.state, g.name, g.last_size,
+                                g.last_mtime, idle, fingerprint_size=size)
             )
         return known
 
@@ -279,7 +283,11 @@ class FileTap:
         epoch = self._epoch
         result = self._plan(snapshot)
         if result.need_heads is not None:
-            heads = yield self._fetch_heads(result.need_heads, snapshot)
+            try:
+                heads = yield self._fetch_heads(result.need_heads, snapshot)
+            except ChannelOpenFailed as e:
+                log.info("{tap}: could not fetch heads ({why}); the next poll plans again", tap=self.label, why=e)
+                return
             if epoch != self._epoch or self._stopped:
                 return
             snapshot = _with_heads(snapshot, heads)
@@ -288,6 +296,9 @@ class FileTap:
                 return  # the files changed under us; the next poll tries again
         if snapshot.current is not None:
             self.remote_size = snapshot.current.size
+        if result.actions:
+            log.debug("{tap}: plan {actions} for {snapshot}, known {known}, last poll {last_poll}", tap=self.label,
+                      actions=result.actions, snapshot=snapshot, known=self.known(), last_poll=self.mirrored.last_poll_time)
         # Where each known generation's bytes are now is recorded before acting (a
         # plan cut short by a disconnect or a SIGKILL must not leave a generation
         # with its old identity); a new generation's at its Adopt.
@@ -313,7 +324,7 @@ class FileTap:
         self._update_state(snapshot)
 
     def _record_seen(self, seen: Seen) -> None:
-        self.mirrored.record_seen(seen.generation, seen.name, seen.device, seen.inode, seen.size, seen.mtime)
+        self.mirrored.record_seen(seen.generation, seen.name, seen.device, seen.inode, seen.size, seen.mtime, seen.head)
 
     def _plan(self, snapshot: Snapshot) -> Plan:
         return plan(snapshot, self.known(), last_poll_time=self.mirrored.last_poll_time, mismatches=self.mismatches)

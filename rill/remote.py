@@ -40,34 +40,55 @@ MISSING = b"RILL-MISSING"
 TRUNCATED = b"tail: /dev/fd/3: file truncated\n"
 
 
+#: Seconds between the size checks of the BusyBox follow loop (see :func:`stream_command`).
+FOLLOW_INTERVAL = 0.5
+
+
 def stream_command(path: str, offset: int, follow: bool = True, check_size: int = CHECK_SIZE) -> str:
     """Stream ``path`` from byte ``offset``, first printing a :class:`StreamHeader` line.
 
     The file is opened once on descriptor 3 and everything else reads it
     through ``/dev/fd/3`` (on Linux a fresh open of the same inode), so the
     identity printed, the bytes hashed and the bytes streamed all come from
-    the one generation even if the path is renamed meanwhile.  ``tail -f``
-    then follows that descriptor: after a rotation it drains the old
-    generation, which is what we want.
+    the one generation even if the path is renamed meanwhile.  Following that
+    descriptor drains the old generation after a rotation, which is what we
+    want.
+
+    A truncation must never pass unnoticed: the bytes a follower reads after
+    it are the *next* generation's, and appending them at the old offset would
+    mirror them twice.  GNU ``tail -f`` rewinds and says so on stderr (joined to
+    stdout, so :data:`TRUNCATED` arrives in band, in order, before the new
+    bytes) and polls every 0.1 s.  BusyBox ``tail -f`` rewinds *silently* and
+    polls only whole seconds, so on BusyBox the follower is a loop instead:
+    stat, read exactly the bytes the stat saw, and on a shrink print the same
+    notice and stop (two or three forks per :data:`FOLLOW_INTERVAL`).
     """
     start = max(offset - check_size, 0)
     length = offset - start
     check = f"h=$(tail -c +{start + 1} /dev/fd/3 | head -c {length} | md5sum)" if offset else "h=-"
-    # tail follows /dev/fd/3 by polling (no inotify on that name): GNU takes a 0.1 s
-    # interval, BusyBox only whole seconds (its -s rejects fractions).  GNU tail
-    # rewinds to byte 0 when the file is truncated and says so on stderr: its
-    # stderr joins stdout, so TRUNCATED arrives in band, in order, before the new
-    # file's bytes, and the tap stops right there.
-    tail = f'tail -s "$s" -c +{offset + 1} -f /dev/fd/3 2>&1' if follow else f"tail -c +{offset + 1} /dev/fd/3"
+    if follow:
+        notice = quote(TRUNCATED.decode().rstrip("\n"))
+        size = "$(stat -L -c %s /dev/fd/3)"
+        reader = (
+            f"tail --version >/dev/null 2>&1 && exec tail -s 0.1 -c +{offset + 1} -f /dev/fd/3 2>&1; "
+            f"o={offset}; "
+            f"while n={size}; do "
+            f'[ "$n" -lt "$o" ] && {{ echo {notice}; exit 0; }}; '
+            f'if [ "$n" -gt "$o" ]; then tail -c +$((o + 1)) /dev/fd/3 | head -c $((n - o)); '
+            # shrunk while we read: how much of it we printed is unknown; stop right here
+            f'[ "$({size[2:-1]})" -lt "$n" ] && {{ echo {notice}; exit 0; }}; o=$n; fi; '
+            f"sleep {FOLLOW_INTERVAL}; done"
+        )
+    else:
+        reader = f"exec tail -c +{offset + 1} /dev/fd/3"
     return (
         f"f={quote(path)}; "
         f'[ -r "$f" ] && [ ! -d "$f" ] || {{ echo {MISSING.decode()}; exit 0; }}; '
         'exec 3<"$f" || exit 0; '
         "set -- $(stat -L -c '%d %i %s' /dev/fd/3); "
         f"{check}; "
-        "s=1; tail -s 0.1 -c 0 /dev/null >/dev/null 2>&1 && s=0.1; "
         'echo "RILL $1 $2 $3 ${h%% *}"; '
-        f"exec {tail}"
+        f"{reader}"
     )
 
 

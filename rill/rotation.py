@@ -153,8 +153,12 @@ class Snapshot:
 class KnownGeneration:
     """A generation in the store, as the planner needs it.
 
-    ``fingerprint`` is md5 of the mirror's first min(FINGERPRINT_SIZE, length)
-    bytes.  ``last_*`` are what :attr:`Plan.seen` last reported for it (None if
+    ``fingerprint`` is md5 of the generation's first ``fingerprint_size``
+    bytes: by default min(FINGERPRINT_SIZE, length) of the mirror; more when
+    the server's head was recorded (:attr:`Seen.head`) before the mirror held
+    those bytes -- a generation adopted and rotated again before its stream
+    delivered a byte must still be recognisable.  Size 0: no fingerprint.
+    ``last_*`` are what :attr:`Plan.seen` last reported for it (None if
     never recorded).  ``stream_idle`` is None when no stream reads this
     generation now, else the seconds since that stream last delivered a byte.
     """
@@ -169,6 +173,7 @@ class KnownGeneration:
     last_size: int | None = None
     last_mtime: int | None = None
     stream_idle: float | None = None
+    fingerprint_size: int | None = None  # None: min(FINGERPRINT_SIZE, length)
 
     @property
     def open(self) -> bool:
@@ -245,10 +250,11 @@ class Seen:
     inode: int
     size: int | None
     mtime: int
+    head: tuple[int, str] | None = None  # (n, md5 of the first n bytes), when it says more than the mirror
 
     @classmethod
-    def of(cls, generation: int, f: RemoteFile) -> Seen:
-        return cls(generation, f.name, f.device, f.inode, None if f.compressed else f.size, f.mtime)
+    def of(cls, generation: int, f: RemoteFile, head: tuple[int, str] | None = None) -> Seen:
+        return cls(generation, f.name, f.device, f.inode, None if f.compressed else f.size, f.mtime, head)
 
 
 @dataclass(frozen=True)
@@ -309,7 +315,7 @@ def _rank(path: str, file: RemoteFile) -> tuple[int, int]:
 
 def poll_head_sizes(known: Sequence[KnownGeneration], fingerprint_size: int = FINGERPRINT_SIZE) -> list[int]:
     """Head sizes worth computing for the file at the path in every poll (saves a NeedHeads round trip)."""
-    sizes = {min(fingerprint_size, g.length) for g in known if g.open and g.length}
+    sizes = {_fingerprint_size(g, fingerprint_size) for g in known if g.open} - {0}
     return sorted(sizes | {fingerprint_size})
 
 
@@ -322,6 +328,10 @@ def head_of(file: RemoteFile, n: int) -> str | None:
             if m >= file.size:
                 return digest
     return None
+
+
+def _fingerprint_size(g: KnownGeneration, fingerprint_size: int) -> int:
+    return g.fingerprint_size if g.fingerprint_size is not None else min(fingerprint_size, g.length)
 
 
 _EMPTY = hashlib.md5(b"").hexdigest()
@@ -397,7 +407,7 @@ class _Planner:
         return digest
 
     def n(self, g: KnownGeneration) -> int:
-        return min(self.fs, g.length)
+        return _fingerprint_size(g, self.fs)
 
     def settled(self, f: RemoteFile) -> bool:
         if f.name == self.path:
@@ -418,7 +428,7 @@ class _Planner:
         searching = [g for g in self.open if self.matches[g.number].file is None and not self.skip_copy_search(g)]
         for g in searching:
             for f in self.copy_candidates(g):
-                self.head(f, self.n(g) if g.length else self.fs)
+                self.head(f, self.n(g) if self.n(g) else self.fs)
         for g in self.open:
             self.hidden_copy(g)  # only to ask for its heads: the answer depends on the claims below
         for g in self.open:
@@ -487,7 +497,7 @@ class _Planner:
         """Whether ``c`` starts with ``g``'s bytes but not with ``f``'s (None-safe: False while heads are pending)."""
         m = self.fs if c.compressed else min(self.fs, c.size)
         starts, theirs, ours = self.head(c, self.n(g)), self.head(c, m), self.head(f, m)  # all asked at once
-        if (g.length and starts != g.fingerprint) or theirs is None or ours is None or theirs == _EMPTY:
+        if (self.n(g) and starts != g.fingerprint) or theirs is None or ours is None or theirs == _EMPTY:
             return False
         return (not c.compressed and f.size < c.size) or theirs != ours
 
@@ -496,14 +506,14 @@ class _Planner:
             return False
         if not f.compressed and (f.size < g.length or f.size < (g.last_size or 0)):
             return False
-        if g.length == 0:
+        if not self.n(g):
             return True
         head = self.head(f, self.n(g))
         return None if head is None else head == g.fingerprint
 
     def skip_copy_search(self, g: KnownGeneration) -> bool:
-        """An empty generation has no fingerprint: only its inode can find it."""
-        return g.length == 0 and not self.matches[g.number].truncated
+        """A generation without a fingerprint (nothing known of its bytes): only its inode can find it."""
+        return not self.n(g) and not self.matches[g.number].truncated
 
     def copy_candidates(self, g: KnownGeneration) -> list[RemoteFile]:
         return [
@@ -520,11 +530,11 @@ class _Planner:
 
     def claim_copy(self, g: KnownGeneration) -> None:
         for f in self.copy_candidates(g):
-            if g.length == 0 and self.copy_of_empty(g, f):
+            if not self.n(g) and self.copy_of_empty(g, f):
                 self.matches[g.number] = _Match(f, truncated=True, via_copy=True)
                 self.claimed.add(f.name)
                 return
-            if g.length and self.head(f, self.n(g)) == g.fingerprint:
+            if self.n(g) and self.head(f, self.n(g)) == g.fingerprint:
                 self.matches[g.number] = _Match(f, truncated=self.matches[g.number].truncated, via_copy=True)
                 self.claimed.add(f.name)
                 return
@@ -549,6 +559,8 @@ class _Planner:
         for f in self.files:
             if f.name not in self.claimed and f.name != self.path and self.recent(f):
                 self.is_finished_generation(f)
+                if not f.compressed and f.size:
+                    self.head(f, min(self.fs, f.size))  # its fingerprint, recorded at adoption
         current = self.snap.current
         maybe_truncated = any(m.truncated or m.pending for m in self.matches.values())
         if current and current.size and not current.compressed and maybe_truncated:
@@ -586,7 +598,7 @@ class _Planner:
             same_inode = (f.device, f.inode) == (g.device, g.inode)
             kept_mtime = f.compressed  # gzip keeps the mtime, other compressors may not: the head decides
             same_bytes = not f.compressed and g.length > 0 and f.size == g.length  # a copy we drained
-            if g.length == 0 or not (same_inode or kept_mtime or same_bytes):
+            if not self.n(g) or not (same_inode or kept_mtime or same_bytes):
                 continue  # an empty generation has nothing to recognise (its inode may be reused)
             if self.head(f, self.n(g)) == g.fingerprint:
                 return True
@@ -596,8 +608,20 @@ class _Planner:
         number = self.next_number
         self.next_number += 1
         self.actions.append(Adopt(number, f, self.note_for(f)))
-        self.seen.append(Seen.of(number, f))
+        self.seen.append(Seen.of(number, f, self.server_head(f, 0)))
         self.read(number, f, 0, streaming=False, idle=None)
+
+    def server_head(self, f: RemoteFile, known: int) -> tuple[int, str] | None:
+        """``f``'s fingerprint as the poll hashed it, if it covers more than ``known`` bytes.
+
+        Only a head over exactly min(FINGERPRINT_SIZE, size) bytes, hashed by the
+        poll itself, is taken (never the whole-file shortcut of :func:`head_of`:
+        the file may have grown between the stat and a later hash).
+        """
+        n = min(self.fs, f.size)
+        if f.compressed or n <= known or n not in f.heads:
+            return None
+        return n, f.heads[n]
 
     def note_for(self, f: RemoteFile) -> str:
         if f.compressed or not f.size or not any(m.truncated for m in self.matches.values()):
@@ -614,7 +638,8 @@ class _Planner:
         if match.file is None:
             self.lost(g, match)
             return
-        self.seen.append(Seen.of(g.number, match.file))
+        by_inode = not (match.via_copy or match.truncated)
+        self.seen.append(Seen.of(g.number, match.file, self.server_head(match.file, self.n(g)) if by_inode else None))
         if g.streaming and match.via_copy and not match.truncated:
             self.finish_when_idle(g)  # compressed meanwhile: the stream reads the original descriptor
             return
@@ -665,7 +690,7 @@ class _Planner:
         away and the compression, or nothing if it was compressed still empty.
         """
         match = self.matches.get(g.number)
-        if g.length or g.last_mtime is None or match is None or match.file is not None:
+        if self.n(g) or g.last_mtime is None or match is None or match.file is not None:
             return None
         if match.truncated or match.pending is not None:
             return None

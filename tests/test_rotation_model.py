@@ -62,6 +62,7 @@ class Generation:
     last_name: str = ""
     last_size: int | None = None
     last_mtime: int | None = None
+    head: tuple[int, str] | None = None  # the server's head, as Seen.head reported it
 
 
 class Server:
@@ -165,6 +166,8 @@ class RotationModel(RuleBasedStateMachine):
         self.generations: list[Generation] = []
         self.gaps: list[Gap] = []
         self.streams: dict[int, Stream] = {}
+        self.pending_seen: dict[int, rotation.Seen] = {}
+        self.slow = False
         self.mismatches: set[tuple[int, int, int]] = set()
         self.last_poll_time: int | None = None
         self.connected = True
@@ -288,6 +291,11 @@ class RotationModel(RuleBasedStateMachine):
     def reconnect(self) -> None:
         self.connected = True
 
+    @rule(slow=st.booleans())
+    def network_speed(self, slow: bool) -> None:
+        """A slow network: streams opened by a Drain deliver nothing until a later pump, even across polls."""
+        self.slow = slow
+
     @rule()
     def crash(self) -> None:
         """SIGKILL: streams and in-memory state go; mirrors, generations, gaps, last poll time stay."""
@@ -338,18 +346,22 @@ class RotationModel(RuleBasedStateMachine):
         return Snapshot(PATH, current, siblings, s.clock)
 
     def known(self) -> list[KnownGeneration]:
-        return [
-            KnownGeneration(
-                g.number, g.device, g.inode, md5(bytes(g.data[:FS])), len(g.data), g.state, g.last_name,
-                g.last_size, g.last_mtime,
-                None if g.number not in self.streams else self.server.clock - self.streams[g.number].last_byte,
-            )
-            for g in self.generations
-        ]
+        known = []
+        for g in self.generations:
+            size, fingerprint = min(FS, len(g.data)), md5(bytes(g.data[:FS]))
+            if g.head is not None and g.head[0] > size:
+                size, fingerprint = g.head  # as the tap does: the server's head, ahead of the mirror
+            idle = None if g.number not in self.streams else self.server.clock - self.streams[g.number].last_byte
+            known.append(KnownGeneration(
+                g.number, g.device, g.inode, fingerprint, len(g.data), g.state, g.last_name,
+                g.last_size, g.last_mtime, idle, fingerprint_size=size,
+            ))
+        return known
 
     def run_poll(self, cut: int | None) -> bool:
         """Plan and execute until done; True if the plan was carried out in full."""
-        self.pump(False)  # a running stream has delivered what the server had when the poll looks
+        if not self.slow:
+            self.pump(False)  # a running stream has delivered what the server had when the poll looks
         for _ in range(8):
             known = self.known()
             wanted: dict[str, dict[int, str]] = {PATH: dict.fromkeys(rotation.poll_head_sizes(known, FS))}
@@ -382,10 +394,12 @@ class RotationModel(RuleBasedStateMachine):
     def record_seen(self, seen: tuple[rotation.Seen, ...]) -> None:
         """Identity and last_* of known generations (adopted ones get theirs from Adopt.source)."""
         numbers = {g.number for g in self.generations}
+        self.pending_seen = {x.generation: x for x in seen if x.generation not in numbers}
         for x in seen:
             if x.generation in numbers:
                 g = self.generation(x.generation)
                 g.device, g.inode, g.last_name, g.last_size, g.last_mtime = x.device, x.inode, x.name, x.size, x.mtime
+                g.head = x.head or g.head
 
     def execute(self, actions: tuple[object, ...], cut: int | None) -> str:
         for index, action in enumerate(actions):
@@ -413,8 +427,10 @@ class RotationModel(RuleBasedStateMachine):
         state = "live" if action.source.name == PATH else "draining"
         src = action.source
         size = None if src.compressed else src.size
+        seen = self.pending_seen.get(action.generation)
         self.generations.append(
-            Generation(action.generation, src.device, f.inode, state, f.lineage, bytearray(), src.name, size, src.mtime)
+            Generation(action.generation, src.device, f.inode, state, f.lineage, bytearray(), src.name, size, src.mtime,
+                       seen.head if seen else None)
         )
 
     def drain(self, action: Drain) -> bool:
@@ -429,7 +445,8 @@ class RotationModel(RuleBasedStateMachine):
             return False
         assert not (action.follow and f.gz), action
         self.streams.pop(g.number, None)
-        g.data += content[action.offset :]
+        if not (action.follow and self.slow):
+            g.data += content[action.offset :]
         g.lineage = f.lineage
         if action.follow:
             self.streams[g.number] = Stream(f, self.server.clock)
@@ -471,6 +488,7 @@ class RotationModel(RuleBasedStateMachine):
         s = self.server
         s.writer = None
         self.connected = True
+        self.slow = False
         for _ in range(4):
             s.clock += QUIET + 1
             self.pump(False)
@@ -488,6 +506,8 @@ class RotationModel(RuleBasedStateMachine):
                 assert len(g.data) >= size, f"generation {g.number} lost bytes seen on the server, and has no gap"
                 if not s.lossy:
                     assert bytes(g.data) == bytes(s.lineages[lineage]), f"generation {g.number} is short"
+        order = [g.lineage for g in self.generations if g.data and g.lineage is not None]
+        assert order == sorted(order), f"generations out of the server's order: lineages {order}"
         visible = {s.inodes[i].lineage for i in s.names.values()}
         for gap in self.gaps:
             g = self.generation(gap.generation)

@@ -45,6 +45,11 @@ class GenerationRecord:
     name: str = ""  # where it was last seen on the server (it moves: app.log -> app.log.1 -> .gz)
     last_size: int | None = None
     last_mtime: int | None = None
+    # The server's fingerprint (md5 of its first head_size bytes), when the poll
+    # saw more of the file than the mirror held: what identifies a generation
+    # whose stream has not delivered its first bytes yet.
+    head_size: int = 0
+    head_md5: str = ""
 
 
 @dataclass(frozen=True)
@@ -165,9 +170,13 @@ class MirroredFile:
         self._generations = [g for g in self._generations if g.number != number]
         self.save()
 
-    def record_seen(self, number: int, name: str, device: int, inode: int, size: int | None, mtime: int) -> None:
-        """Where the planner saw a generation's bytes (saved with the next :meth:`save`)."""
-        self._replace(number, name=name, device=device, inode=inode, last_size=size, last_mtime=mtime)
+    def record_seen(
+        self, number: int, name: str, device: int, inode: int, size: int | None, mtime: int,
+        head: tuple[int, str] | None = None,
+    ) -> None:
+        """Where the planner saw a generation's bytes (saved with the next :meth:`save`), and its head if given."""
+        extra = {"head_size": head[0], "head_md5": head[1]} if head else {}
+        self._replace(number, name=name, device=device, inode=inode, last_size=size, last_mtime=mtime, **extra)
 
     def finish(self, number: int, complete: bool) -> None:
         self._close(number)

@@ -152,9 +152,6 @@ class ChaosFile:
             old = self._rotated_name(i)
             os.replace(old, f"{self.path}.{i + 1}" + (".gz" if old.endswith(".gz") else ""))
 
-    def total(self) -> int:
-        return sum(len(g) for g in self.generations)
-
 
 @dataclass
 class ChaosReport:
@@ -251,30 +248,32 @@ class ChaosRun:
     def converge(self) -> defer.Generator[defer.Deferred[object], object, None]:
         def done() -> bool:
             store = MirrorStore(self.workspace.data_dir)
-            for f in self.files:
-                mirrored = store.find("chaos", f.path)
-                if mirrored is None:
-                    return False
-                if sum(mirrored.length(g.number) for g in mirrored.generations()) < f.total():
-                    return False
-            return True
+            return all(self.mirrored_generations(store, f) == self.server_generations(f) for f in self.files)
 
         try:
             yield wait_for(done, 90, "the mirrors to converge after the chaos")
         except AssertionError:
             log.warn("chaos run did not converge: {report}", report=self.report.line())
 
+    @staticmethod
+    def mirrored_generations(store: MirrorStore, f: ChaosFile) -> list[bytes]:
+        """The mirror's non-empty generations of ``f``, in order (an empty generation holds no line)."""
+        mirrored = store.find("chaos", f.path)
+        return [data for data in (mirrored.read(g.number) for g in mirrored.generations()) if data] if mirrored else []
+
+    @staticmethod
+    def server_generations(f: ChaosFile) -> list[bytes]:
+        return [bytes(g) for g in f.generations if g]
+
     def check(self) -> None:
         store = MirrorStore(self.workspace.data_dir)
         for f in self.files:
             mirrored = store.find("chaos", f.path)
-            got = [mirrored.read(g.number) for g in mirrored.generations()] if mirrored else []
             self.report.gaps += len(mirrored.gaps()) if mirrored else 0
-            expected = [bytes(g) for g in f.generations if g]
-            got_nonempty = [g for g in got if g]
-            if got_nonempty != expected:
+            got, expected = self.mirrored_generations(store, f), self.server_generations(f)
+            if got != expected:
                 self.report.mismatched_generations.append(
-                    f"{f.name}: mirror {[len(g) for g in got_nonempty]} vs server {[len(g) for g in expected]}"
+                    f"{f.name}: mirror {[len(g) for g in got]} vs server {[len(g) for g in expected]}"
                 )
             numbers = Counter(
                 int(m.group(1)) for g in got for m in re.finditer(rb"^%s (\d{9}) " % f.name.encode(), g, re.M)
