@@ -72,14 +72,25 @@ class CommandChannel(ExecChannel):
             self.done.callback(self.output)
 
 
+#: Polls in a row skipped as older than a running stream before one is planned anyway.
+STALE_POLLS_SKIPPED = 5
+
+
 class StreamChannel(ExecChannel):
     """Reads one generation from one server file, from an offset, into the mirror."""
 
-    def __init__(self, tap: FileTap, generation: int, source: RemoteFile, offset: int, follow: bool) -> None:
+    def __init__(
+        self, tap: FileTap, generation: int, source: RemoteFile, offset: int, follow: bool,
+        head: tuple[int, str] | None = None,
+    ) -> None:
+        # ``head``: the server's fingerprint of a generation the mirror holds less
+        # of; the header then checks the file still starts with it.
+        self.head = head if head is not None and head[0] > offset else None
+        size = self.head[0] if self.head else 0
         if source.compressed:
-            command = remote.gzip_stream_command(source.name, offset)
+            command = remote.gzip_stream_command(source.name, offset, head=size)
         else:
-            command = remote.stream_command(source.name, offset, follow=follow)
+            command = remote.stream_command(source.name, offset, follow=follow, head=size)
         # A 2 MiB window: Conch's 128 KiB default halves throughput (FIELD-NOTES).
         super().__init__(command, window=2**21)
         self.tap = tap
@@ -186,6 +197,7 @@ class FileTap:
         self._safe_lengths: dict[int, int] = {}
         self._arrival_lengths: dict[int, int] = {}
         self._busy = False
+        self._stale_polls = 0
         self._stopped = False
         self._epoch = 0  # bumped on every disconnect: a plan made before it is stale
 
@@ -244,12 +256,33 @@ class FileTap:
         # those are what the planner compares sizes and heads with.
         lengths = {g.number: self.mirrored.length(g.number) for g in self.mirrored.generations()}
         self._safe_lengths, self._arrival_lengths = self._arrival_lengths, lengths
-        if self._busy or self._stopped:
+        if self._busy or self._stopped or self._stale(snapshot):
             return
         self._busy = True
         d = self._plan_and_act(snapshot)
         d.addErrback(lambda f: log.failure("{tap}: acting on a poll failed", f, tap=self.label))
         d.addBoth(self._idle)
+
+    def _stale(self, snapshot: Snapshot) -> bool:
+        """Whether a running stream already holds more of a file than this poll saw.
+
+        The poll then predates bytes we hold (polls queue up on a busy client,
+        and a stream on another connection is not ordered with the watch), and
+        planning on it would take the file for truncated.  A real truncation
+        under a running stream is reported by the stream itself (it stops), so
+        skipping such a poll costs one interval; a few in a row are planned anyway.
+        """
+        for f in snapshot.files():
+            for number, reader in self.readers.items():
+                if reader.stopped or f.compressed or (reader.source.device, reader.source.inode) != (f.device, f.inode):
+                    continue
+                if f.size < self._safe_lengths.get(number, 0) and self._stale_polls < STALE_POLLS_SKIPPED:
+                    self._stale_polls += 1
+                    log.debug("{tap}: poll older than generation {generation}'s stream; waiting for the next",
+                              tap=self.label, generation=number)
+                    return True
+        self._stale_polls = 0
+        return False
 
     def _idle(self, _: object) -> None:
         self._busy = False
@@ -278,9 +311,33 @@ class FileTap:
             )
         return known
 
+    def _drop_foreign_bytes(self) -> None:
+        """Cut back an open generation whose mirror does not start with the head the server showed for it.
+
+        A file truncated and rewritten between a poll and its stream's first
+        read (the stream starts at 0: no bytes to check before it) hands the
+        stream the next generation's bytes.  The server's head, recorded at
+        the poll, tells them apart; the planner then finds the generation's
+        bytes (a copytruncate copy) or reports the gap, and the new bytes are
+        adopted as the generation they are.
+        """
+        for g in self.mirrored.generations():
+            if g.state not in ("live", "draining") or not g.head_md5 or self.mirrored.length(g.number) < g.head_size:
+                continue
+            if fingerprint_of(self.mirrored.head(g.number)[: g.head_size]) == g.head_md5:
+                continue
+            reader = self.readers.pop(g.number, None)
+            if reader is not None:
+                reader.stop()
+            log.warn("{tap}: generation {generation}: the bytes read do not start as the file did at the last poll "
+                     "(truncated and rewritten before they were read); reading it again", tap=self.label,
+                     generation=g.number)
+            self.mirrored.truncate(g.number, 0)
+
     @defer.inlineCallbacks
     def _plan_and_act(self, snapshot: Snapshot) -> Any:
         epoch = self._epoch
+        self._drop_foreign_bytes()
         result = self._plan(snapshot)
         if result.need_heads is not None:
             try:
@@ -387,7 +444,9 @@ class FileTap:
             log.info("{tap}: generation {generation}: re-reading from byte {offset}", tap=self.label,
                      generation=action.generation, offset=offset)
             self.mirrored.truncate(action.generation, offset)
-        reader = StreamChannel(self, action.generation, action.source, offset, action.follow)
+        record = self.mirrored.generation(action.generation)
+        head = (record.head_size, record.head_md5) if record.head_md5 else None
+        reader = StreamChannel(self, action.generation, action.source, offset, action.follow, head)
         self.readers[action.generation] = reader
         self.stats["streams"] += 1
         self.host_tap.open_channel(reader).addErrback(lambda f: self._reader_failed(reader, f))
@@ -419,7 +478,10 @@ class FileTap:
             return False
         if header is None or (header.device, header.inode) != (reader.source.device, reader.source.inode):
             return False  # moved or gone since the poll: the next poll re-plans
-        local = tail_check(self.mirrored.read(reader.generation, max(reader.offset - CHECK_SIZE, 0), min(reader.offset, CHECK_SIZE)))
+        if reader.head is not None:
+            local = reader.head[1]
+        else:
+            local = tail_check(self.mirrored.read(reader.generation, max(reader.offset - CHECK_SIZE, 0), min(reader.offset, CHECK_SIZE)))
         if header.check != local:
             self.mismatches.add((reader.generation, header.device, header.inode))
             log.warn("{tap}: generation {generation}: the bytes before offset {offset} differ on the server",

@@ -41,10 +41,27 @@ TRUNCATED = b"tail: /dev/fd/3: file truncated\n"
 
 
 #: Seconds between the size checks of the BusyBox follow loop (see :func:`stream_command`).
-FOLLOW_INTERVAL = 0.5
+FOLLOW_INTERVAL = 1
 
 
-def stream_command(path: str, offset: int, follow: bool = True, check_size: int = CHECK_SIZE) -> str:
+def _check(offset: int, head: int, check_size: int, reader: str) -> str:
+    """The header's check: md5 of the ``check_size`` bytes before ``offset``, or of the first ``head`` bytes.
+
+    ``head`` (> offset) is for a generation the mirror holds less of than the
+    server's fingerprint covers: the file must still start with those bytes
+    (at offset 0 there is nothing else to check, and a file truncated and
+    rewritten before its stream started would otherwise pass for it).
+    ``reader`` prints the file's (decompressed) bytes from 0.
+    """
+    if head > offset:
+        return f"h=$({reader} | head -c {head} | md5sum)"
+    if not offset:
+        return "h=-"
+    start = max(offset - check_size, 0)
+    return f"h=$({reader} | head -c {offset} | tail -c {offset - start} | md5sum)"
+
+
+def stream_command(path: str, offset: int, follow: bool = True, check_size: int = CHECK_SIZE, head: int = 0) -> str:
     """Stream ``path`` from byte ``offset``, first printing a :class:`StreamHeader` line.
 
     The file is opened once on descriptor 3 and everything else reads it
@@ -63,9 +80,11 @@ def stream_command(path: str, offset: int, follow: bool = True, check_size: int 
     stat, read exactly the bytes the stat saw, and on a shrink print the same
     notice and stop (two or three forks per :data:`FOLLOW_INTERVAL`).
     """
-    start = max(offset - check_size, 0)
-    length = offset - start
-    check = f"h=$(tail -c +{start + 1} /dev/fd/3 | head -c {length} | md5sum)" if offset else "h=-"
+    if head > offset:
+        check = _check(offset, head, check_size, "cat /dev/fd/3")
+    else:  # tail seeks: no need to read the bytes before the window
+        start = max(offset - check_size, 0)
+        check = f"h=$(tail -c +{start + 1} /dev/fd/3 | head -c {offset - start} | md5sum)" if offset else "h=-"
     if follow:
         notice = quote(TRUNCATED.decode().rstrip("\n"))
         size = "$(stat -L -c %s /dev/fd/3)"
@@ -92,13 +111,12 @@ def stream_command(path: str, offset: int, follow: bool = True, check_size: int 
     )
 
 
-def gzip_stream_command(path: str, offset: int, check_size: int = CHECK_SIZE) -> str:
+def gzip_stream_command(path: str, offset: int, check_size: int = CHECK_SIZE, head: int = 0) -> str:
     """Stream a compressed generation's decompressed bytes from ``offset``, with the same header.
 
     The header's identity is the ``.gz`` file's; its size field is the compressed size.
     """
-    start = max(offset - check_size, 0)
-    check = f"h=$(gzip -dc /dev/fd/3 | head -c {offset} | tail -c {offset - start} | md5sum)" if offset else "h=-"
+    check = _check(offset, head, check_size, "gzip -dc /dev/fd/3")
     return (
         f"f={quote(path)}; "
         f'[ -r "$f" ] || {{ echo {MISSING.decode()}; exit 0; }}; '

@@ -562,6 +562,8 @@ class _Planner:
                 if not f.compressed and f.size:
                     self.head(f, min(self.fs, f.size))  # its fingerprint, recorded at adoption
         current = self.snap.current
+        if current and current.name not in self.claimed and current.size:
+            self.head(current, min(self.fs, current.size))  # its fingerprint, recorded at adoption
         maybe_truncated = any(m.truncated or m.pending for m in self.matches.values())
         if current and current.size and not current.compressed and maybe_truncated:
             self.head(current, min(_NUL_PROBE, current.size))
@@ -600,6 +602,8 @@ class _Planner:
             same_bytes = not f.compressed and g.length > 0 and f.size == g.length  # a copy we drained
             if not self.n(g) or not (same_inode or kept_mtime or same_bytes):
                 continue  # an empty generation has nothing to recognise (its inode may be reused)
+            if not same_inode and g.fingerprint == _nul_digest(self.n(g)):
+                continue  # NULs (a writer that kept its offset through a truncation) tell files apart no better
             if self.head(f, self.n(g)) == g.fingerprint:
                 return True
         return False

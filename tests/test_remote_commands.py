@@ -1,0 +1,114 @@
+"""The stream command run by real shells: BusyBox ash with only BusyBox applets, and GNU bash with coreutils.
+
+No sshd is needed to prove what the command itself does: these run it as the
+target's login shell would.  Files are changed while it follows them.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import shutil
+import subprocess
+import tempfile
+from typing import Any
+
+from twisted.internet import defer, protocol, reactor
+from twisted.trial.unittest import SkipTest, TestCase
+
+from rill import remote
+from tests.helpers import wait_for
+
+
+class _Collect(protocol.ProcessProtocol):
+    def __init__(self) -> None:
+        self.output = b""
+        self.ended: defer.Deferred[None] = defer.Deferred()
+        self.exited = False
+
+    def outReceived(self, data: bytes) -> None:
+        self.output += data
+
+    errReceived = outReceived
+
+    def processEnded(self, reason: Any) -> None:
+        self.exited = True
+        self.ended.callback(None)
+
+
+class StreamCommandMixin:
+    busybox = False
+
+    def setUp(self) -> None:
+        self.dir = tempfile.mkdtemp(prefix="rill-remote-")
+        self.addCleanup(shutil.rmtree, self.dir, True)
+        self.path = os.path.join(self.dir, "app log's $HOME.log")
+        if self.busybox:
+            busybox = shutil.which("busybox")
+            if busybox is None:
+                raise SkipTest("busybox is not installed (.ci/run installs it)")
+            applets = os.path.join(self.dir, "bin")
+            os.mkdir(applets)
+            for applet in subprocess.run([busybox, "--list"], capture_output=True, text=True, check=True).stdout.split():
+                os.symlink(busybox, os.path.join(applets, applet))
+            self.argv, self.env = [os.path.join(applets, "sh"), "-c"], {"PATH": applets}
+        else:
+            self.argv, self.env = ["/bin/sh", "-c"], {"PATH": "/usr/bin:/bin"}
+
+    def start_command(self, command: str) -> _Collect:
+        collect = _Collect()
+        transport = reactor.spawnProcess(collect, self.argv[0], [*self.argv, command], env=self.env)
+
+        def stop() -> defer.Deferred[None] | None:
+            if collect.exited:
+                return None
+            transport.signalProcess("KILL")
+            return collect.ended
+
+        self.addCleanup(stop)
+        return collect
+
+    def write(self, data: bytes, mode: str = "ab") -> None:
+        with open(self.path, mode) as f:
+            f.write(data)
+
+    @defer.inlineCallbacks
+    def test_follows_then_stops_at_a_truncation(self) -> Any:
+        """Bytes after the offset, then appends; a truncation shows as the notice, before any byte of the new file."""
+        self.write(b"a1\na2\n", "wb")
+        stream = self.start_command(remote.stream_command(self.path, 3))
+        yield wait_for(lambda: stream.output.endswith(b"a2\n"), 10, "the bytes after the offset")
+        header, _, rest = stream.output.partition(b"\n")
+        st = os.stat(self.path)
+        check = hashlib.md5(b"a1\n").hexdigest()
+        expected = f"RILL {st.st_dev} {st.st_ino} 6 {check}".encode()
+        self.assertEqual(header, expected)
+        self.assertEqual(rest, b"a2\n")
+        self.write(b"a3\n")
+        yield wait_for(lambda: stream.output.endswith(b"a3\n"), 10, "an appended line")
+        self.write(b"", "wb")
+        yield wait_for(lambda: remote.TRUNCATED in stream.output, 10, "the truncation notice")
+        self.write(b"b1\n")
+        before, _, after = stream.output.partition(remote.TRUNCATED)
+        self.assertTrue(before.endswith(b"a2\na3\n"))
+        self.assertNotIn(b"b1", before)
+        if self.busybox:
+            yield wait_for(lambda: stream.exited, 10, "the BusyBox follower to stop after the notice")
+            self.assertEqual(after, b"")
+
+    @defer.inlineCallbacks
+    def test_header_checks_the_head_when_the_mirror_holds_less(self) -> Any:
+        """At offset 0 with a recorded head the check is the md5 of the file's first bytes."""
+        self.write(b"0123456789abcdef\n", "wb")
+        stream = self.start_command(remote.stream_command(self.path, 0, follow=False, head=10))
+        yield stream.ended
+        header = stream.output.split(b"\n", 1)[0]
+        self.assertTrue(header.endswith(hashlib.md5(b"0123456789").hexdigest().encode()), header)
+
+
+class BusyBoxStreamCommandTests(StreamCommandMixin, TestCase):
+    busybox = True
+
+
+class GNUStreamCommandTests(StreamCommandMixin, TestCase):
+    busybox = False
