@@ -683,7 +683,8 @@ class _Planner:
         self.actions.append(Finish(g.number, complete=not window))
 
     def finish_when_idle(self, g: KnownGeneration) -> None:
-        if (g.stream_idle or 0) >= self.quiet:
+        # (not while it holds less than a poll saw: a slow stream still has bytes to deliver)
+        if (g.stream_idle or 0) >= self.quiet and g.length >= (g.last_size or 0):
             self.actions.append(Finish(g.number, complete=True))
 
     def compressed_while_empty(self, g: KnownGeneration) -> RemoteFile | None:
