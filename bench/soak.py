@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import random
 import sys
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
@@ -33,7 +34,9 @@ def main() -> None:
     def soak(reactor):
         server = SSHServer()
         yield server.start()
-        run = ChaosRun(server, server.busybox if args.busybox else server.gnu, args.minutes * 60, seed=args.seed)
+        seed = args.seed if args.seed is not None else random.randrange(2**32)
+        print(f"soak: {args.minutes:g} min, {'BusyBox' if args.busybox else 'GNU'} login, seed {seed}", flush=True)
+        run = ChaosRun(server, server.busybox if args.busybox else server.gnu, args.minutes * 60, seed=seed)
         try:
             report = yield run.run()
         finally:
@@ -42,7 +45,7 @@ def main() -> None:
         print(report.line())
         for problem in report.mismatched_generations:
             print("  mismatch:", problem)
-        if report.lost or report.duplicated or report.mismatched_generations:
+        if report.lost or report.duplicated or report.gaps or report.mismatched_generations:
             raise SystemExit(1)
 
     task.react(soak)
