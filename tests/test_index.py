@@ -13,6 +13,7 @@ from rill.index.merge import merge_plan
 from rill.index.corpus import START_MS, generate, write_generation
 from rill.index.retention import GenerationInfo
 from rill.index.segment import CorruptSegment, Segment
+from rill.index.tokenizer import phrase_in_words, words
 from rill.store.mirror import MirrorStore
 
 
@@ -218,6 +219,21 @@ class MirrorTests(IndexTestCase):
         self.assertEqual(index.search('"grüße aus der straße"', count=True)["count"], 1)
         self.assertEqual(index.search('"GRÜSSE aus"', count=True)["count"], 2)
         self.assertEqual(index.search("/ü[sß]+e aus/ host:web09", count=True)["count"], 2)
+
+    def test_phrases_from_word_pairs(self) -> None:
+        """Phrases answered from pair and repeat tokens equal the word-sequence rule, in the tail and in segments."""
+        texts = ["a b c", "a b x b c", "b c a b", "a b b c", "a b c b c", "x a-b c y", "a b 7 c", "a b c a b c",
+                 "c b a", "a. b, c!", "a b\tb c d", "b c d a b"]
+        write_generation(self.data_dir, "web09", "/p", 1, [(START_MS + k, t) for k, t in enumerate(texts)])
+        phrases = ["a b c", "b c", "a b c d", "b c d", "c b a", "a b 7 c", "b b", "a b c a b c", "c a b"]
+        index = self.open()
+        index.catch_up()
+        for state in ("tail", "segment"):
+            for phrase in phrases:
+                expected = sum(phrase_in_words(words(phrase), words(t)) for t in texts)
+                got = index.search(f'"{phrase}" host:web09', count=True)["count"]
+                self.assertEqual(got, expected, (state, phrase))
+            index.flush()
 
     def test_negation_and_bad_cursor(self) -> None:
         """A query of only NOT matches every other line; a forged cursor is a QueryError."""

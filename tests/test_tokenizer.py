@@ -9,9 +9,11 @@ from hypothesis import strategies as st
 from twisted.trial.unittest import SynchronousTestCase
 
 from rill.index.tokenizer import (
+    WORD_RE,
     index_chunk,
+    index_pairs,
     index_terms,
-    is_indexed,
+    pairs_indexed,
     phrase_in_words,
     phrase_regex,
     term_plan,
@@ -74,13 +76,26 @@ class PropertyTests(SynchronousTestCase):
     @given(st.lists(log_text, max_size=8))
     @settings(max_examples=300, deadline=None)
     def test_chunk_equals_line_by_line(self, lines: list[str]) -> None:
-        """index_chunk gives every line exactly its index_terms."""
+        """index_chunk gives every line exactly its index_terms and index_pairs; a word's ids ascend."""
         postings: defaultdict[str, list[int]] = defaultdict(list)
         end = index_chunk("".join(line + "\n" for line in lines), 5, postings)
         self.assertEqual(end, 5 + len(lines))
         for k, line in enumerate(lines):
-            got = {t for t, ids in postings.items() if 5 + k in ids and is_indexed(t)}
-            self.assertEqual(got, index_terms(line))
+            got = {t for t, ids in postings.items() if 5 + k in ids}
+            self.assertEqual(got, index_terms(line) | index_pairs(line))
+            for word in set(words(line)):  # ids in a row, once per occurrence (rule 6 reads the repeats)
+                self.assertEqual(postings[word].count(5 + k), words(line).count(word))
+        for token, ids in postings.items():
+            if WORD_RE.fullmatch(token):
+                self.assertEqual(ids, sorted(ids))
+
+    def test_pairs_of_letter_words_only(self) -> None:
+        """Adjacent letter-only words give a pair token; numbers and lines break pairs."""
+        postings: defaultdict[str, list[int]] = defaultdict(list)
+        index_chunk("Failed password for user1 from x\ny z\n", 0, postings)
+        pairs = {t for t in postings if " " in t}
+        self.assertEqual(pairs, {"failed password", "password for", "from x", "y z"})
+        self.assertEqual(pairs_indexed(("failed", "password", "for", "user1")), [True, True, False])
 
     @given(log_text)
     @settings(max_examples=300, deadline=None)

@@ -84,8 +84,8 @@ def _worker(k: int) -> list[tuple[str, int, list[list[Any]]]]:
 
     for fg, start, stop, _ in _JOB["groups"][k]:
         mirror = index._mirror_path(fg)
-        for begin, end, text, records in _chunks(index, fg, mirror, start, stop):
-            tail.add_chunk(fg, begin, end, text, records)
+        for begin, end, data, records in _chunks(index, fg, mirror, start, stop):
+            tail.add_chunk(fg, begin, end, data, records)
             progress(end - begin)
             if tail.lines >= index.flush_lines or tail.size >= index.flush_bytes:
                 flush()

@@ -216,8 +216,8 @@ class Index:
         target = tail or self.tail
         parser = self._parser(self._file(fg[0], fg[1]))
         added = 0
-        for begin, end, text, records in complete_lines(mirror, start, stop, parser):
-            target.add_chunk(fg, begin, end, text, records)
+        for begin, end, data, records in complete_lines(mirror, start, stop, parser):
+            target.add_chunk(fg, begin, end, data, records)
             if tail is None and self._covered is not None:
                 self._covered[fg] = _merge_ranges(self._covered.get(fg, []) + [[begin, end]])
             added += len(records)

@@ -2,9 +2,14 @@
 
 Each source (a segment or the tail) answers a boolean expression with two
 bitmaps, ``sure`` and ``maybe`` (``sure`` within ``maybe``): terms and fields
-are exact, phrases narrow to the lines holding all their words, regexes to
-every line in range.  Lines in ``maybe - sure`` are read back from the mirror
-and checked by :func:`rill.index.match.matches`.
+are exact, regexes narrow to every line in range, and phrases are answered
+from word pairs (rules 5 and 6 of :mod:`rill.index.tokenizer`).  A phrase of
+letter-only words holds all its pair tokens; that is exact for two words, and
+for more whenever no inner word is repeated in the line (the inner words then
+chain the pairs into one run), so only lines holding an inner word's repeat
+token are unsure.  Other phrases narrow to the lines holding their indexed
+pairs and remaining words.  Lines in ``maybe - sure`` are read back from the
+mirror and checked by :func:`rill.index.match.matches`.
 
 Order is newest first by the key ``(datetime ms, host, path, generation,
 offset)``; the cursor is the last key returned, so pages stay exact while
@@ -19,7 +24,7 @@ import json
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from itertools import compress
-from operator import add, getitem
+from operator import add, getitem, itemgetter
 from datetime import datetime, timezone
 from fnmatch import fnmatchcase
 from functools import lru_cache
@@ -30,13 +35,14 @@ from pyroaring import BitMap
 from rill.index.match import LineView, matches
 from rill.index.query import And, Field, MatchAll, Node, Not, Or, Phrase, Query, QueryError, Regex, Term, parse_time
 from rill.index.segment import FG, Columns
-from rill.index.tokenizer import phrase_regex
+from rill.index.tokenizer import pair_token, pairs_indexed, phrase_regex, repeat_token
 
 SMALL = 4000  # candidates sorted at once below this; walked by time windows above
 MINUTE = 60000
 EAGER_LIMIT = 50_000  # below this many lines to check, check them all at once (fast, in batch)
 
 Key = tuple[int, str, str, int, int]
+_SORT_KEY = itemgetter(0, 1, 2)  # (datetime, generation, offset): a hit's key
 ReadLine = Callable[[FG, int, int], bytes]
 
 
@@ -112,12 +118,7 @@ def _evaluate(node: Node, source: Source, universe: BitMap) -> tuple[BitMap, Bit
         hits = source.postings(node.token) & universe
         return hits, hits
     if isinstance(node, Phrase):
-        hits = universe
-        for word in node.words:
-            hits = hits & source.postings(word)
-            if not hits:
-                break
-        return (hits, hits) if len(node.words) == 1 else (BitMap(), hits)
+        return _phrase(node.words, source, universe)
     if isinstance(node, Field):
         fids = [i for i, fg in enumerate(source.fgs) if fnmatchcase(fg[0] if node.name == "host" else fg[1], node.glob)]
         hits = BitMap.union(*(source.fg_bitmaps[i] for i in fids)) & universe if fids else BitMap()
@@ -141,6 +142,23 @@ def _evaluate(node: Node, source: Source, universe: BitMap) -> tuple[BitMap, Bit
     if isinstance(node, MatchAll):
         return universe, universe
     raise TypeError(f"not a query node: {node!r}")
+
+
+def _phrase(words: tuple[str, ...], source: Source, universe: BitMap) -> tuple[BitMap, BitMap]:
+    """(sure, maybe) of a phrase: its indexed pairs and the words no such pair covers."""
+    indexed = pairs_indexed(words)
+    paired = {i + d for i, ok in enumerate(indexed) if ok for d in (0, 1)}
+    tokens = [pair_token(a, b) for (a, b), ok in zip(zip(words, words[1:]), indexed) if ok]
+    tokens += [w for i, w in enumerate(words) if i not in paired]
+    hits = universe
+    for token in tokens:
+        hits = source.postings(token) & hits
+        if not hits:
+            return hits, hits
+    if len(words) > 1 and not all(indexed):
+        return BitMap(), hits
+    inner = [source.postings(repeat_token(w)) for w in set(words[1:-1])]
+    return (hits - BitMap.union(*inner) if inner else hits), hits
 
 
 def candidates(sources: Sequence[tuple[Source, BitMap]], query: Query, now: float) -> list[_Part]:
@@ -240,9 +258,11 @@ class Searcher:
         reading back.
         """
         need = size + 1
+        total = sum(len(p.maybe) for p in self.parts)
+        if self.exact and below is None and total <= SMALL:
+            return self._few(size)
         hits: list[tuple[Key, _Part, int]] = []
         top = below[0] if below else max((p.source.max_dt for p in self.parts), default=0)
-        total = sum(len(p.maybe) for p in self.parts)
         span = MINUTE if total > SMALL else None
         start = top + 1
         floor = min((p.source.min_dt for p in self.parts), default=0)
@@ -256,6 +276,17 @@ class Searcher:
                         break
             span = None if span is None else span * 4
         return hits[:size], len(hits) > size
+
+    def _few(self, size: int) -> tuple[list[tuple[Key, _Part, int]], bool]:
+        """:meth:`page` from the top for few exact hits: all keyed and sorted at once."""
+        batch: list[tuple[int, FG, int, _Part, int]] = []
+        for part in self.parts:
+            fgs, cols = part.source.fgs, part.source.columns
+            dt, fg, off = cols.dt, cols.fg, cols.off
+            batch += [(dt[i], fgs[fg[i]], off[i], part, i) for i in part.maybe]
+        batch.sort(key=_SORT_KEY, reverse=True)
+        hits = [((dt, *fg, off), part, i) for dt, fg, off, part, i in batch[:size]]
+        return hits, len(batch) > size
 
     def _window(self, start: int, end: int, below: Key | None, want: int | None) -> list[tuple[Key, _Part, int]]:
         """Candidates with ``start <= dt < end`` and key below ``below``, newest first (the newest ``want``)."""
@@ -351,7 +382,7 @@ def run_search(
     below = decode_cursor(cursor) if cursor else None
     hits, more = searcher.page(size, below)
     result: dict[str, Any] = {
-        "hits": [_hit(key, part, i, read_line) for key, part, i in hits],
+        "hits": _hits(hits, read_line),
         "cursor": encode_cursor(hits[-1][0]) if more and hits and not query.limit else None,
     }
     if count:
@@ -369,8 +400,10 @@ def parse_bucket(text: str) -> int:
     return int(-when.seconds)
 
 
-def _hit(key: Key, part: _Part, i: int, read_line: ReadLine) -> dict[str, Any]:
-    dt, host, path, gen, off = key
-    fg = (host, path, gen)
-    line = read_line(fg, off, part.source.columns.length[i]).decode("utf-8", "replace")
-    return {"host": host, "path": path, "generation": gen, "offset": off, "datetime": iso_ms(dt), "line": line}
+def _hits(hits: list[tuple[Key, _Part, int]], read_line: ReadLine) -> list[dict[str, Any]]:
+    """The result dicts of a page of hits (lines decoded in one call: no line holds a newline)."""
+    raw = [read_line((host, path, gen), off, part.source.columns.length[i])
+           for (_, host, path, gen, off), part, i in hits]
+    lines = b"\n".join(raw).decode("utf-8", "replace").split("\n") if hits else []
+    return [{"host": host, "path": path, "generation": gen, "offset": off, "datetime": iso_ms(dt), "line": line}
+            for ((dt, host, path, gen, off), _, _), line in zip(hits, lines)]

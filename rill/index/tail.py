@@ -7,12 +7,18 @@ It offers the same read interface as :class:`rill.index.segment.Segment`
 
 from __future__ import annotations
 
-from collections import defaultdict
+from array import array
+from collections import defaultdict, deque
+from collections.abc import Iterator
+from itertools import compress, islice, repeat
+from operator import eq, floordiv, gt
+from typing import Any
 
 from pyroaring import BitMap
 
+from rill.index.mirror import Records
 from rill.index.segment import FG, Columns, write_segment
-from rill.index.tokenizer import index_chunk
+from rill.index.tokenizer import REPEATED, index_chunk
 
 
 class Tail:
@@ -24,8 +30,8 @@ class Tail:
         self.fgs: list[FG] = []
         self._fg_index: dict[FG, int] = {}
         self.columns = Columns.empty()
-        self._postings: defaultdict[str, list[int]] = defaultdict(list)
-        self._buckets: dict[int, list[int]] = {}
+        self._postings: defaultdict[str, list[int]] = defaultdict(list)  # token -> line ids
+        self._buckets: defaultdict[int, list[int]] = defaultdict(list)
         self._fg_lines: list[list[int]] = []
         self.ranges: dict[FG, list[list[int]]] = {}  # fg -> [start, end) byte ranges held
         self.size = 0  # bytes of line text held
@@ -46,36 +52,31 @@ class Tail:
             self._fg_lines.append([])
         return fid
 
-    def add_chunk(self, fg: FG, start: int, end: int, text: str, records: list[tuple[int, int, int]]) -> None:
-        """Append the lines of ``text`` (each ended by ``\\n``), bytes [start, end) of ``fg``.
+    def add_chunk(self, fg: FG, start: int, end: int, data: bytes, records: Records) -> None:
+        """Append the lines of ``data`` (each ended by ``\\n``), bytes [start, end) of ``fg``.
 
-        ``records`` holds each line's ``(offset, byte length, datetime ms)``.
+        ``records`` holds each line's offset, byte length and datetime ms.
         """
         fid = self.fg_id(fg)
         self._minutes = self._fg_bitmaps = None
         cols = self.columns
         first = len(cols)
-        end_id = index_chunk(text, first, self._postings)
-        assert end_id - first == len(records), "records do not match the lines of the chunk"
-        buckets = self._buckets
-        for i, (offset, length, dt) in enumerate(records, first):
-            cols.fg.append(fid)
-            cols.off.append(offset)
-            cols.length.append(length)
-            cols.dt.append(dt)
-            minute = dt // 60000
-            ids = buckets.get(minute)
-            if ids is None:
-                buckets[minute] = [i]
-            else:
-                ids.append(i)
-        self._fg_lines[fid].extend(range(first, first + len(records)))
+        end_id = index_chunk(data.decode("utf-8", "replace"), first, self._postings)
+        count = len(records)
+        assert end_id - first == count, "records do not match the lines of the chunk"
+        cols.fg.extend(array("I", [fid]) * count)
+        cols.off.extend(records.off)
+        cols.length.extend(records.length)
+        cols.dt.extend(records.dt)
+        minutes = map(floordiv, records.dt, repeat(60000))
+        deque(map(list.append, map(self._buckets.__getitem__, minutes), range(first, end_id)), maxlen=0)
+        self._fg_lines[fid].extend(range(first, end_id))
         self.size += end - start
         self._extend_range(fg, start, end)
-        if records:
-            new = cols.dt[first:]
-            self.min_dt = min(new) if first == 0 else min(self.min_dt, min(new))
-            self.max_dt = max(new) if first == 0 else max(self.max_dt, max(new))
+        if count:
+            low, high = min(records.dt), max(records.dt)
+            self.min_dt = low if first == 0 else min(self.min_dt, low)
+            self.max_dt = high if first == 0 else max(self.max_dt, high)
 
     def _extend_range(self, fg: FG, start: int, end: int) -> None:
         held = self.ranges.setdefault(fg, [])
@@ -87,6 +88,8 @@ class Tail:
     # ---------------------------------------------------------- reading
 
     def postings(self, term: str) -> BitMap:
+        if term.endswith(REPEATED):
+            return repeated_ids(self._postings.get(term[: -len(REPEATED)], []))
         ids = self._postings.get(term)
         return BitMap(ids) if ids else BitMap()
 
@@ -108,7 +111,36 @@ class Tail:
     # ---------------------------------------------------------- flushing
 
     def write(self, path: str, crash_hook=lambda point: None) -> int:  # type: ignore[no-untyped-def]
-        """Write this tail as a segment file; return its size."""
-        postings = ((t, self._postings[t]) for t in sorted(self._postings))
+        """Write this tail as a segment file; return its size.
+
+        Lists of several ids become bitmaps here (in C), and a letter-only
+        word whose list then shrinks was repeated in some line: its repeat
+        token (rule 6 of :mod:`rill.index.tokenizer`) lists those lines.
+        Terms are written as UTF-8.
+        """
+        order = sorted(self._postings)  # code point order is UTF-8 byte order
+        lists: list[Any] = list(map(self._postings.__getitem__, order))
+        many = list(compress(range(len(lists)), map(gt, map(len, lists), repeat(1))))
+        repeats = []  # (position, entry): a repeat token sorts right after its word
+        for k, bitmap in zip(many, map(BitMap, map(lists.__getitem__, many))):
+            if len(bitmap) < len(lists[k]) and order[k].isalpha():
+                repeats.append((k + 1, ((order[k] + REPEATED).encode(), repeated_ids(lists[k]))))
+            lists[k] = bitmap
         buckets = {m: BitMap(ids) for m, ids in self._buckets.items()}
+        postings = _inserted(list(zip(map(str.encode, order), lists)), repeats)
         return write_segment(path, self.fgs, self.columns, postings, buckets, self.fg_bitmaps, crash_hook)
+
+
+def _inserted(entries: list[Any], extra: list[tuple[int, Any]]) -> Iterator[Any]:
+    """``entries`` with each ``(position, entry)`` of ``extra`` (ascending) put before that position."""
+    start = 0
+    for at, entry in extra:
+        yield from entries[start:at]
+        yield entry
+        start = at
+    yield from entries[start:]
+
+
+def repeated_ids(ids: list[int]) -> BitMap:
+    """The ids a word's ascending id list holds twice or more (its lines with the word repeated)."""
+    return BitMap(compress(ids, map(eq, ids, islice(ids, 1, None))))

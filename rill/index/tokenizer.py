@@ -23,6 +23,22 @@ Pure: no I/O, no Twisted.  The rule set, applied to the line after
 
 A query term is resolved with the same rules (:func:`term_plan`): a single
 word or a compound is one token; anything else is the phrase of its words.
+
+5. **Word pairs (for phrases).** Two words adjacent in the word sequence
+   (within a line) are also indexed as one pair token, ``"first second"``
+   (:func:`pair_token`), when both are letters only (``str.isalpha``): the
+   pairs of text words stay few while pairs with numbers and ids, nearly all
+   unique, would swell the index.  A phrase of such words is answered from
+   the pairs alone (see ``rill.index.search``).  Pair tokens hold a space, so
+   no query term is ever one.
+6. **Repeats (for phrases).** A letter-only word that occurs twice or more in
+   a line also gives the line its repeat token, the word followed by
+   :data:`REPEATED` (derived when a segment is written, from the word's ids).
+
+:func:`index_chunk` is the bulk path (the index build): one regex pass per
+rule over a whole chunk of lines, then C-level ``map``/``compress`` steps
+with no Python code per token or per line.  :func:`index_terms` and
+:func:`index_pairs` are the line-by-line reference it is tested against.
 """
 
 from __future__ import annotations
@@ -30,8 +46,8 @@ from __future__ import annotations
 import re
 from collections import defaultdict, deque
 from collections.abc import Iterable
-from itertools import accumulate, compress, repeat
-from operator import add, eq, not_
+from itertools import chain, compress, count, repeat
+from operator import add, and_, contains, eq, itemgetter, methodcaller, not_, sub, truth
 from typing import Literal
 
 WORD_RE = re.compile(r"\w+")
@@ -41,16 +57,20 @@ TIME_RE = re.compile(
     r"|\d\d?:\d\d(?::\d\d(?:[.,]\d+)?)?z?)"
 )
 _PORT_RE = re.compile(r":\d+$")
+REPEATED = "\x00"  # suffix of a repeat token (rule 6): sorts right after the word itself
 _CHUNK_WORDS_RE = re.compile(r"\w+|\n")
 _CHUNK_COMPOUNDS_RE = re.compile(COMPOUND_RE.pattern + r"|\n")
-_SPECIAL_RE = re.compile(r"[=@]|:\d+$")
 
 __all__ = [
     "WORD_RE",
     "COMPOUND_RE",
     "index_terms",
     "index_chunk",
+    "index_pairs",
     "is_indexed",
+    "pair_token",
+    "repeat_token",
+    "pairs_indexed",
     "words",
     "normalize",
     "term_plan",
@@ -100,36 +120,83 @@ def index_terms(line: str) -> set[str]:
 
 
 def is_indexed(token: str) -> bool:
-    """False for the date/time compounds :func:`index_chunk` lets through (rule 4)."""
+    """False for date/time compounds, which are not tokens (rule 4)."""
     return not (token[0].isdigit() and TIME_RE.fullmatch(token) is not None)
 
 
-def _append_all(postings: defaultdict[str, list[int]], tokens: list[str], ids: Iterable[int]) -> None:
-    # map/accumulate run in C: about a third faster than a Python loop per token
+def pair_token(first: str, second: str) -> str:
+    """The token of two adjacent letter-only words (rule 5)."""
+    return first + " " + second
+
+
+def repeat_token(word: str) -> str:
+    """The repeat token of a letter-only word (rule 6)."""
+    return word + REPEATED
+
+
+def pairs_indexed(phrase: tuple[str, ...] | list[str]) -> list[bool]:
+    """For each adjacent pair of ``phrase``, whether it is indexed as a pair token (rule 5)."""
+    alpha = [w.isalpha() for w in phrase]
+    return [a and b for a, b in zip(alpha, alpha[1:])]
+
+
+def index_pairs(line: str) -> set[str]:
+    """The pair tokens of ``line`` (rule 5), line by line: the reference for :func:`index_chunk`."""
+    sequence = words(line)
+    return {pair_token(a, b) for a, b in zip(sequence, sequence[1:]) if a.isalpha() and b.isalpha()}
+
+
+def _append_all(postings: defaultdict[str, list[int]], tokens: Iterable[str], ids: Iterable[int]) -> None:
     deque(map(list.append, map(postings.__getitem__, tokens), ids), maxlen=0)
+
+
+def _line_ids(tokens: list[str], first: int) -> list[int]:
+    """The line id of each token, each line's tokens ended by ``"\\n"`` (one int object per line)."""
+    ends = list(compress(count(), map(eq, tokens, repeat("\n"))))
+    return list(chain.from_iterable(map(repeat, count(first), map(sub, ends, chain((-1,), ends)))))
+
+
+def _compound_parts_bulk(compounds: list[str], ids: list[int]) -> tuple[list[str], list[int]]:
+    """Rule 3 over a list of compounds, each step a C-level map: (parts that are compounds, their ids)."""
+    parts: list[str] = []
+    where: list[int] = []
+    for sep, method, sides in (("=", "partition", (0, 2)), ("@", "rpartition", (2,))):
+        mask = list(map(contains, compounds, repeat(sep)))
+        split = list(map(methodcaller(method, sep), compress(compounds, mask)))
+        for side in sides:
+            parts += map(itemgetter(side), split)
+            where += compress(ids, mask)
+    mask = list(map(_PORT_RE.search, compounds))
+    parts += map(_PORT_RE.sub, repeat(""), compress(compounds, mask))
+    where += compress(ids, mask)
+    good = list(map(and_, map(truth, map(COMPOUND_RE.fullmatch, parts)), map(not_, map(TIME_RE.fullmatch, parts))))
+    return list(compress(parts, good)), list(compress(where, good))
 
 
 def index_chunk(text: str, first: int, postings: defaultdict[str, list[int]]) -> int:
     """Add the tokens of every line of ``text`` (each line ended by ``\\n``) to ``postings``.
 
-    Line ``k`` of the chunk gets id ``first + k``.  For the tokens that pass
-    :func:`is_indexed`, the result equals :func:`index_terms` line by line,
-    with ids possibly repeated within a list (Roaring bitmaps remove them);
-    date/time compounds are left in and dropped when a segment is written.
-    Returns the id after the last line.
+    Line ``k`` of the chunk gets id ``first + k``.  Line by line, the tokens
+    equal :func:`index_terms` plus :func:`index_pairs`.  A word's ids ascend,
+    repeated in a row when it occurs twice in a line (Roaring bitmaps remove
+    repeats; rule 6 reads them).  Returns the id after the last line.
     """
     folded = text.casefold()
-    words = _CHUNK_WORDS_RE.findall(folded)
-    _append_all(postings, words, accumulate(map(eq, words, repeat("\n")), add, initial=first))
-    compounds = _CHUNK_COMPOUNDS_RE.findall(folded)
-    ids = list(accumulate(map(eq, compounds, repeat("\n")), add, initial=first))
-    keep = list(map(not_, map(TIME_RE.fullmatch, compounds)))  # no dates and times (C speed)
-    _append_all(postings, list(compress(compounds, keep)), compress(ids, keep))
-    for j in compress(range(len(compounds)), map(_SPECIAL_RE.search, compounds)):
-        for part in _compound_parts(compounds[j]):
-            postings[part].append(ids[j])
+    found = _CHUNK_WORDS_RE.findall(folded)
+    ids = _line_ids(found, first)
+    _append_all(postings, found, ids)
+    alpha = list(map(str.isalpha, found))  # the newline is not alpha: no pair spans two lines
+    pairs = list(map(and_, alpha, alpha[1:]))
+    firsts = map(add, compress(found, pairs), repeat(" "))
+    _append_all(postings, map(add, firsts, compress(found[1:], pairs)), compress(ids, pairs))
+    found = _CHUNK_COMPOUNDS_RE.findall(folded)
+    keep = list(map(not_, map(TIME_RE.fullmatch, found)))  # no dates and times (rule 4)
+    compounds = list(compress(found, keep))
+    cids = list(compress(_line_ids(found, first), keep))
+    _append_all(postings, compounds, cids)
+    _append_all(postings, *_compound_parts_bulk(compounds, cids))
     postings.pop("\n", None)
-    return ids[-1]
+    return ids[-1] + 1 if ids else first
 
 
 def words(text: str) -> list[str]:
