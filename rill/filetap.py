@@ -129,6 +129,13 @@ class StreamChannel(ExecChannel):
         if self.stopped_for_truncation:
             self.stop()
 
+    def extReceived(self, dataType: int, data: bytes) -> None:
+        """stderr: the follower's heartbeat dots (dropped); anything else is logged."""
+        rest = data.replace(b".", b"").strip()
+        if rest:
+            log.debug("{tap}: generation {generation}: the stream said {text!r}", tap=self.tap.label,
+                      generation=self.generation, text=rest[:200])
+
     def _watch_for_truncation(self, data: bytes) -> bytes:
         """Pass on the bytes before GNU tail's in-band truncation notice, and stop there.
 

@@ -78,7 +78,8 @@ def stream_command(path: str, offset: int, follow: bool = True, check_size: int 
     bytes) and polls every 0.1 s.  BusyBox ``tail -f`` rewinds *silently* and
     polls only whole seconds, so on BusyBox the follower is a loop instead:
     stat, read exactly the bytes the stat saw, and on a shrink print the same
-    notice and stop (two or three forks per :data:`FOLLOW_INTERVAL`).
+    notice and stop (two or three forks per :data:`FOLLOW_INTERVAL`).  Both end
+    within a second of their channel closing (see the stderr heartbeat below).
     """
     if head > offset:
         check = _check(offset, head, check_size, "cat /dev/fd/3")
@@ -88,12 +89,20 @@ def stream_command(path: str, offset: int, follow: bool = True, check_size: int 
     if follow:
         notice = quote(TRUNCATED.decode().rstrip("\n"))
         size = "$(stat -L -c %s /dev/fd/3)"
+        # A follower outlives its channel until it next writes (sshd does not
+        # signal it), and an old generation is never written again: each second
+        # one byte goes to stderr, whose failure (EPIPE, with SIGPIPE ignored)
+        # ends it -- the client drops those bytes (StreamChannel.extReceived).
         reader = (
-            f"tail --version >/dev/null 2>&1 && exec tail -s 0.1 -c +{offset + 1} -f /dev/fd/3 2>&1; "
+            "trap '' PIPE; "
+            "if tail --version >/dev/null 2>&1; then "
+            f"tail -s 0.1 -c +{offset + 1} -f /dev/fd/3 2>&1 & t=$!; "
+            f"while printf . >&2 && kill -0 $t 2>/dev/null; do sleep {FOLLOW_INTERVAL}; done; "
+            "kill $t 2>/dev/null; exit 0; fi; "
             f"o={offset}; "
-            f"while n={size}; do "
+            f"while printf . >&2 && n={size}; do "
             f'[ "$n" -lt "$o" ] && {{ echo {notice}; exit 0; }}; '
-            f'if [ "$n" -gt "$o" ]; then tail -c +$((o + 1)) /dev/fd/3 | head -c $((n - o)); '
+            f'if [ "$n" -gt "$o" ]; then tail -c +$((o + 1)) /dev/fd/3 | head -c $((n - o)) || exit 0; '
             # shrunk while we read: how much of it we printed is unknown; stop right here
             f'[ "$({size[2:-1]})" -lt "$n" ] && {{ echo {notice}; exit 0; }}; o=$n; fi; '
             f"sleep {FOLLOW_INTERVAL}; done"

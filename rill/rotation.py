@@ -65,13 +65,17 @@ Finish; then the adoptions, oldest first, each ``Adopt`` followed by its own
 ``Drain(follow=True)`` starts a stream that stays.  ``Drain`` replaces any
 stream already reading that generation; ``Finish`` stops it.
 
-A drain from a non-path file follows (``follow=True``) unless the file is
-*settled*: compressed, or unchanged (mtime and ctime) for ``quiet`` seconds
--- a writer that has not reopened may still append to a renamed file
-(RELIABILITY scenario 3).  A followed generation is finished on a later poll,
-when its file is settled, fully read, and its stream idle for ``quiet`` s.
-A generation with a running stream gets no new Drain while its file is
-consistent: the stream follows the descriptor through renames.
+Only the file at the path is followed (``follow=True``).  A drain from any
+other file reads to its end and stops; the generation stays open until the
+file is *settled* -- compressed, or unchanged (mtime and ctime) for ``quiet``
+seconds -- and meanwhile every poll that finds the file grown drains it again:
+a writer that has not reopened may still append to a renamed file
+(RELIABILITY scenario 3).  (Following every renamed file instead would keep a
+remote process and a channel per recent generation: dozens when a busy log
+rotates by size.)  A generation with a running stream -- the one that followed
+it while it was the path -- gets no new Drain while its file is consistent:
+the stream follows the descriptor through renames; it is finished on a later
+poll, when its file is settled, fully read, and its stream idle for ``quiet`` s.
 
 copytruncate: the bytes after our offset are drained from the copy (not
 followed: nobody appends to a copy), then the generation is finished and
@@ -659,12 +663,13 @@ class _Planner:
             if f.name != self.path and self.settled(f) and done and (idle or 0) >= self.quiet:
                 self.actions.append(Finish(number, complete=True))
             return
-        if f.name == self.path or not self.settled(f):
+        if f.name == self.path:
             self.actions.append(Drain(number, f, offset, follow=True))
             return
         if f.compressed or f.size > offset:
             self.actions.append(Drain(number, f, offset, follow=False))
-        self.actions.append(Finish(number, complete=True))
+        if self.settled(f):
+            self.actions.append(Finish(number, complete=True))
 
     def drain_copy(self, g: KnownGeneration, copy: RemoteFile) -> None:
         """copytruncate: the rest of ``g`` is in ``copy``, which nobody appends to.

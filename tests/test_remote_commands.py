@@ -23,17 +23,37 @@ from tests.helpers import wait_for
 class _Collect(protocol.ProcessProtocol):
     def __init__(self) -> None:
         self.output = b""
+        self.errors = b""
         self.ended: defer.Deferred[None] = defer.Deferred()
         self.exited = False
 
     def outReceived(self, data: bytes) -> None:
         self.output += data
 
-    errReceived = outReceived
+    def errReceived(self, data: bytes) -> None:
+        self.errors += data
 
     def processEnded(self, reason: Any) -> None:
         self.exited = True
         self.ended.callback(None)
+
+
+def holders(path: str) -> int:
+    """How many open descriptors, in any process, point at ``path``."""
+    count = 0
+    for pid in os.listdir("/proc"):
+        if not pid.isdigit():
+            continue
+        try:
+            fds = os.listdir(f"/proc/{pid}/fd")
+        except OSError:
+            continue
+        for fd in fds:
+            try:
+                count += os.readlink(f"/proc/{pid}/fd/{fd}") == path
+            except OSError:
+                pass
+    return count
 
 
 class StreamCommandMixin:
@@ -60,12 +80,14 @@ class StreamCommandMixin:
         transport = reactor.spawnProcess(collect, self.argv[0], [*self.argv, command], env=self.env)
 
         def stop() -> defer.Deferred[None] | None:
+            # As sshd does when the client closes the channel: the pipes go, no signal.
             if collect.exited:
                 return None
-            transport.signalProcess("KILL")
+            transport.loseConnection()
             return collect.ended
 
         self.addCleanup(stop)
+        self.transport = transport
         return collect
 
     def write(self, data: bytes, mode: str = "ab") -> None:
@@ -95,6 +117,18 @@ class StreamCommandMixin:
         if self.busybox:
             yield wait_for(lambda: stream.exited, 10, "the BusyBox follower to stop after the notice")
             self.assertEqual(after, b"")
+
+    @defer.inlineCallbacks
+    def test_follower_ends_when_its_reader_goes(self) -> Any:
+        """A follower whose channel closed ends within seconds, though its file is never written again."""
+        self.write(b"an old generation, finished\n", "wb")
+        stream = self.start_command(remote.stream_command(self.path, 0))
+        yield wait_for(lambda: stream.output.endswith(b"finished\n"), 10, "the file's bytes")
+        self.assertGreater(holders(self.path), 0)
+        self.transport.loseConnection()
+        yield wait_for(lambda: stream.exited, 10, "the follower to end")
+        yield wait_for(lambda: holders(self.path) == 0, 10, "no process to hold the file open")
+        self.assertEqual(stream.errors.strip(b"."), b"")
 
     @defer.inlineCallbacks
     def test_header_checks_the_head_when_the_mirror_holds_less(self) -> Any:

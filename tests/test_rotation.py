@@ -149,14 +149,17 @@ class ScenarioTests(SynchronousTestCase):
         )
         self.assertEqual(rounds, 1)
 
-    def test_04_rename_while_disconnected_recent_follows(self) -> None:
-        """3+4: a file renamed moments ago may still be appended to: it is followed, not finished."""
+    def test_04_rename_while_disconnected_recent_stays_open(self) -> None:
+        """3+4: a file renamed moments ago may still be appended to: not finished; what it gains is drained, not followed."""
         s = Server()
         data = lines(0, 30)
         s.put(f"{PATH}.1", 7, data, NOW - 2)
         s.put(PATH, 9, b"", NOW - 2)
         result, _ = run(s, [gen(1, 7, data)])
-        self.assertEqual(shapes(result)[0], ("drain", 1, f"{PATH}.1", len(data), True))
+        self.assertEqual(shapes(result), [("adopt", 2, PATH), ("drain", 2, PATH, 0, True)])
+        s.put(f"{PATH}.1", 7, data + lines(30, 2), NOW - 1)  # the writer had not reopened yet
+        result, _ = run(s, [gen(1, 7, data), gen(2, 9, b"", last_mtime=NOW - 2)])
+        self.assertEqual(shapes(result), [("drain", 1, f"{PATH}.1", len(data), False), ("drain", 2, PATH, 0, True)])
 
     def test_05_several_rotations_one_gzipped_one_deleted(self) -> None:
         """5: the deleted generation is a gap; the gzipped one is drained; the unseen ones are adopted in order."""
@@ -382,12 +385,12 @@ class MoreDecisionTests(SynchronousTestCase):
         self.assertEqual(plan(Snapshot(PATH, None, (), NOW), []).actions, ())
 
     def test_rotated_between_rename_and_create(self) -> None:
-        """Between logrotate's rename and create the path is missing: drain the old file, adopt nothing."""
+        """Between logrotate's rename and create the path is missing: drain the old file (to its end), adopt nothing."""
         s = Server()
         data = lines(0, 5)
         s.put(f"{PATH}.1", 7, data + lines(5, 1), NOW)
         result, _ = run(s, [gen(1, 7, data)])
-        self.assertEqual(shapes(result), [("drain", 1, f"{PATH}.1", len(data), True)])
+        self.assertEqual(shapes(result), [("drain", 1, f"{PATH}.1", len(data), False)])
 
     def test_gzipped_generation_found_by_head(self) -> None:
         """A generation compressed while away is found by its decompressed head (gzip gives a new inode)."""
