@@ -14,6 +14,7 @@ import argparse
 import os
 import random
 import sys
+import tempfile
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
@@ -40,9 +41,14 @@ def main() -> None:
         try:
             report = yield run.run()
         finally:
+            log_text = run.rill.log_text()
             yield run.cleanup()
             yield server.cleanup()
         print(report.line())
+        if report.lost or report.duplicated or report.gaps or report.mismatched_generations:
+            with tempfile.NamedTemporaryFile("w", prefix="rill-soak-", suffix=".log", delete=False) as f:
+                f.write(log_text)
+            print("  twistd log:", f.name)
         for problem in report.mismatched_generations:
             print("  mismatch:", problem)
         if report.lost or report.duplicated or report.gaps or report.mismatched_generations:
