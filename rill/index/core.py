@@ -350,7 +350,8 @@ class Index:
     def sources(self) -> list[tuple[Source, BitMap]]:
         out: list[tuple[Source, BitMap]] = []
         for segment, entry in zip(self.segments, self.entries):
-            out.append((segment, self._dead(segment, {tuple(d) for d in entry.get("dead", [])})))
+            dead = entry.get("dead")
+            out.append((segment, self._dead(segment, {tuple(d) for d in dead}) if dead else BitMap()))
         out.append((self.tail, BitMap()))
         return out
 
