@@ -529,6 +529,10 @@ class _Planner:
             and not self.rejected(g, f)
             and (g.last_mtime is None or f.mtime >= g.last_mtime)
             and (f.compressed or f.size >= g.length)
+            # A stream still reads a vanished generation's descriptor: only a .gz can
+            # hold it (compressed meanwhile); a plain file matching a short fingerprint
+            # is some other generation with the same first bytes.
+            and (f.compressed or not g.streaming or self.matches[g.number].truncated)
             and not self.is_finished_generation(f)
         ]
 

@@ -511,7 +511,11 @@ class RotationModel(RuleBasedStateMachine):
                 if not s.lossy:
                     assert bytes(g.data) == bytes(s.lineages[lineage]), f"generation {g.number} is short"
         # (history from before the first poll may be adopted when written in the same second: not ordered)
-        order = [g.lineage for g in self.generations if g.data and g.lineage is not None and g.lineage not in s.pre_start]
+        # (nor lineages of nothing but NULs: no line in them to put out of order)
+        order = [
+            g.lineage for g in self.generations
+            if g.data.strip(b"\0") and g.lineage is not None and g.lineage not in s.pre_start
+        ]
         assert order == sorted(order), f"generations out of the server's order: lineages {order}"
         visible = {s.inodes[i].lineage for i in s.names.values()}
         for gap in self.gaps:
