@@ -42,7 +42,9 @@ How candidates are matched, for each open generation, oldest first
    new generation, so the gap is a "maybe"; we cannot tell).  But the oldest
    unclaimed ``.gz`` written since it was last seen that holds no finished
    generation is taken for it (gzip is what makes an inode vanish): drained
-   (if it holds anything) and finished, no gap.
+   (if it holds anything) and finished, no gap.  (A guess: if the file was
+   also copytruncated while we were away, the copy holding its first bytes
+   is numbered after it -- every byte is mirrored once, in another order.)
 
 Files nobody claimed become **new generations** (:class:`Adopt`): the file
 at the path always; a sibling only if it is an intermediate generation we
@@ -317,6 +319,17 @@ def _rank(path: str, file: RemoteFile) -> tuple[int, int]:
     return age_key(path, file)[:2]
 
 
+def _moved_back(path: str, file: RemoteFile, last_seen_name: str) -> bool:
+    """Whether ``file`` sits at a name less rotated than where its inode was last seen.
+
+    Rotation only ever moves a file further (``path`` -> ``.1`` -> ``.2``): an
+    inode found back at a newer name was freed and reused by another file.
+    """
+    if not last_seen_name:
+        return False
+    return _rank(path, file) > _rank(path, RemoteFile(last_seen_name, 0, 0, 0, 0))
+
+
 def poll_head_sizes(known: Sequence[KnownGeneration], fingerprint_size: int = FINGERPRINT_SIZE) -> list[int]:
     """Head sizes worth computing for the file at the path in every poll (saves a NeedHeads round trip)."""
     sizes = {_fingerprint_size(g, fingerprint_size) for g in known if g.open} - {0}
@@ -464,6 +477,8 @@ class _Planner:
         for f in self.files:
             if (f.device, f.inode) != (g.device, g.inode) or g.inode == 0:
                 continue
+            if _moved_back(self.path, f, g.last_seen_name):
+                continue  # inode reuse: another file, whatever its bytes (an empty generation has none to compare)
             verdict = self.consistent(g, f)
             if verdict is None:
                 return _Match(None, pending=f)

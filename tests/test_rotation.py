@@ -452,6 +452,16 @@ class MoreDecisionTests(SynchronousTestCase):
         result, rounds = run(s, [gen(1, 7, data, last_mtime=NOW - 100)])
         self.assertEqual(rounds, 1)
 
+    def test_empty_generation_inode_reused_at_a_newer_name(self) -> None:
+        """An empty rotated generation's inode back at the path is another file (reuse): adopted, not taken as it."""
+        s = Server()
+        s.put(PATH, 50, lines(0, 3), NOW)
+        result, _ = run(s, [gen(1, 50, b"", "draining", last_seen_name=f"{PATH}.1", last_size=0, last_mtime=NOW - 2)],
+                        last_poll_time=NOW - 2)
+        self.assertEqual(
+            shapes(result), [("gap", 1, 0, None), ("finish", 1, False), ("adopt", 2, PATH), ("drain", 2, PATH, 0, True)]
+        )
+
     def test_empty_generation_vanished(self) -> None:
         """An empty generation has no fingerprint: if its inode is gone and no .gz can be it, a gap of unknown size."""
         s = Server()

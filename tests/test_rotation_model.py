@@ -63,6 +63,7 @@ class Generation:
     last_size: int | None = None
     last_mtime: int | None = None
     head: tuple[int, str] | None = None  # the server's head, as Seen.head reported it
+    guessed: bool = False  # an empty generation whose inode vanished, taken to be a .gz (no fingerprint to tell)
 
 
 class Server:
@@ -449,6 +450,8 @@ class RotationModel(RuleBasedStateMachine):
             return False
         assert not (action.follow and f.gz), action
         self.streams.pop(g.number, None)
+        if f.gz and not g.data and not g.last_size:
+            g.guessed = True
         if not (action.follow and self.slow):
             g.data += content[action.offset :]
         g.lineage = f.lineage
@@ -514,7 +517,7 @@ class RotationModel(RuleBasedStateMachine):
         # (nor lineages of nothing but NULs: no line in them to put out of order)
         order = [
             g.lineage for g in self.generations
-            if g.data.strip(b"\0") and g.lineage is not None and g.lineage not in s.pre_start
+            if g.data.strip(b"\0") and g.lineage is not None and g.lineage not in s.pre_start and not g.guessed
         ]
         assert order == sorted(order), f"generations out of the server's order: lineages {order}"
         visible = {s.inodes[i].lineage for i in s.names.values()}
