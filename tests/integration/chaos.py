@@ -17,6 +17,7 @@ import re
 import shutil
 from collections import Counter
 from dataclasses import dataclass, field
+from typing import Any
 
 from twisted.internet import defer, protocol, reactor, task
 from twisted.logger import Logger
@@ -27,6 +28,9 @@ from tests.integration.rig import RillProcess, Workspace
 from tests.integration.sshd import Login, SSHServer, free_port, make_target_dir
 
 log = Logger()
+
+#: Seconds after a silent cut before the server's side of it is dropped.
+SERVER_GIVES_UP = 10.0
 
 
 class _Pipe(protocol.Protocol):
@@ -76,6 +80,7 @@ class ChaosProxy(protocol.Factory):
     def __init__(self, target_port: int) -> None:
         self.target_port = target_port
         self.pipes: set[_Pipe] = set()
+        self.hanging: list[Any] = []
         self.port = reactor.listenTCP(0, self, interface="127.0.0.1")
 
     def buildProtocol(self, addr: object) -> _Downstream:
@@ -88,9 +93,15 @@ class ChaosProxy(protocol.Factory):
     def blackhole(self) -> None:
         for pipe in list(self.pipes):
             pipe.silent = True
-            self.pipes.discard(pipe)  # left hanging: only the client's keepalives end it
+            self.pipes.discard(pipe)  # left hanging: only the client's keepalives end it, on its side
+            # The server's side gives up later (its TCP retransmissions, or ClientAlive in
+            # a real sshd_config); without that every cut would leave a session running.
+            self.hanging.append(reactor.callLater(SERVER_GIVES_UP, pipe.transport.abortConnection))
 
     def close(self) -> defer.Deferred[None]:
+        for call in self.hanging:
+            if call.active():
+                call.cancel()
         self.reset()
         return defer.maybeDeferred(self.port.stopListening)
 
