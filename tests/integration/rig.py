@@ -75,8 +75,8 @@ class ServerFixture:
         self.addCleanup(self.workspace.cleanup)
 
     def keep_rill_log(self, rill: RillProcess) -> None:
-        """Put the child's output in the test log when the test ends (read it when a test fails)."""
-        self.addCleanup(lambda: _log.info("twistd rill output:\n{output}", output=rill.log_text()))
+        """Keep the child's output when the test ends (read it when a test fails)."""
+        self.addCleanup(rill.save_log, self.id())
 
 
 class _Output(protocol.ProcessProtocol):
@@ -122,6 +122,17 @@ class RillProcess:
 
     def log_text(self) -> str:
         return self.log.decode(errors="replace")
+
+    def save_log(self, name: str) -> None:
+        """Write the output to ``<name>.twistd.log`` in the working directory (trial's temp directory).
+
+        A file, not the test log: a chaos run's debug output exceeds what a
+        ``trial -j`` worker can send in one message.
+        """
+        path = os.path.abspath(f"{name}.twistd.log")
+        with open(path, "wb") as f:
+            f.write(self.log)
+        _log.info("twistd rill output: {path}", path=path)
 
 
 class Subscriber(ZmqSubConnection):

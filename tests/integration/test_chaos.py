@@ -30,7 +30,7 @@ class ChaosScenario:
         seed = int(SEED) if SEED else random.randrange(2**32)
         run = ChaosRun(server, server.busybox if self.busybox else server.gnu, SECONDS, seed=seed)
         self.addCleanup(run.cleanup)
-        self.addCleanup(lambda: log.info("twistd rill output:\n{output}", output=run.rill.log_text()))
+        self.addCleanup(run.rill.save_log, self.id())
         report = yield run.run()
         log.info("chaos (seed {seed}): {report}", seed=seed, report=report.line())
         why = f"seed {seed}: {report.line()}"

@@ -55,7 +55,7 @@ class PingPauseTests(unittest.TestCase):
         self.config_path = self.workspace.write_config(config)
         self.rill = RillProcess(self.config_path)
         self.addCleanup(self.rill.stop)
-        self.addCleanup(lambda: log.info("twistd rill output:\n{output}", output=self.rill.log_text()))
+        self.addCleanup(self.rill.save_log, self.id())
         self.client = SignallingClient(control)
         self.addCleanup(self.client.close)
 
