@@ -37,7 +37,8 @@ def main() -> None:
         yield server.start()
         seed = args.seed if args.seed is not None else random.randrange(2**32)
         print(f"soak: {args.minutes:g} min, {'BusyBox' if args.busybox else 'GNU'} login, seed {seed}", flush=True)
-        run = ChaosRun(server, server.busybox if args.busybox else server.gnu, args.minutes * 60, seed=seed)
+        run = ChaosRun(server, server.busybox if args.busybox else server.gnu, args.minutes * 60, seed=seed,
+                       converge_seconds=max(90.0, args.minutes * 60))
         try:
             report = yield run.run()
         finally:

@@ -74,6 +74,8 @@ class CommandChannel(ExecChannel):
 
 #: Polls in a row skipped as older than a running stream before one is planned anyway.
 STALE_POLLS_SKIPPED = 5
+#: Seconds, beyond one watch interval, that polls are not planned on after a stream reported a truncation.
+TRUNCATION_SETTLE = 1.0
 
 
 class StreamChannel(ExecChannel):
@@ -205,6 +207,7 @@ class FileTap:
         self._arrival_lengths: dict[int, int] = {}
         self._busy = False
         self._stale_polls = 0
+        self._truncation_noticed: float | None = None
         self._stopped = False
         self._epoch = 0  # bumped on every disconnect: a plan made before it is stale
 
@@ -279,6 +282,12 @@ class FileTap:
         under a running stream is reported by the stream itself (it stops), so
         skipping such a poll costs one interval; a few in a row are planned anyway.
         """
+        noticed = self._truncation_noticed
+        if noticed is not None and self.clock.seconds() - noticed < self.watch_interval + TRUNCATION_SETTLE:
+            # A stream just reported a truncation: a poll taken before it (still in
+            # flight) shows neither the truncation nor copytruncate's copy, and would
+            # make the generation a gap.  Plan on a poll taken after it.
+            return True
         for f in snapshot.files():
             for number, reader in self.readers.items():
                 if reader.stopped or f.compressed or (reader.source.device, reader.source.inode) != (f.device, f.inode):
@@ -513,6 +522,7 @@ class FileTap:
         return end
 
     def truncated(self, reader: StreamChannel, offset: int) -> None:
+        self._truncation_noticed = self.clock.seconds()
         log.info("{tap}: generation {generation} was truncated on the server after byte {offset}",
                  tap=self.label, generation=reader.generation, offset=offset)
 

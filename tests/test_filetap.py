@@ -39,7 +39,8 @@ class FileTapGuardTests(SynchronousTestCase):
         record = self.mirrored.new_generation(8, 7, PATH)
         self.mirrored.append(record.number, 0, data, 0.0)
         source = RemoteFile(PATH, 8, 7, len(data), 0)
-        self.tap.readers[record.number] = SimpleNamespace(stopped=stopped, source=source)  # type: ignore[assignment]
+        reader = SimpleNamespace(stopped=stopped, source=source, generation=record.number)
+        self.tap.readers[record.number] = reader  # type: ignore[assignment]
         return record.number
 
     def poll(self, size: int) -> None:
@@ -71,6 +72,16 @@ class FileTapGuardTests(SynchronousTestCase):
         self.poll(100)
         self.poll(50)
         self.assertEqual(len(self.planned), 2)
+
+    def test_polls_wait_after_a_truncation_notice(self) -> None:
+        """Right after a stream reports a truncation, polls (maybe taken before it) are not planned on."""
+        number = self.streaming(b"x" * 100, stopped=True)
+        self.tap.truncated(self.tap.readers[number], 100)  # type: ignore[arg-type]
+        self.poll(60)
+        self.assertEqual(self.planned, [])
+        self.tap.clock.advance(self.tap.watch_interval + 1.5)
+        self.poll(60)
+        self.assertEqual(len(self.planned), 1)
 
     def test_bytes_not_starting_as_the_server_head_are_dropped(self) -> None:
         """A mirror whose first bytes differ from the head the poll recorded is cut back and its stream stopped."""

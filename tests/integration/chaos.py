@@ -186,7 +186,10 @@ class ChaosReport:
 
 
 class ChaosRun:
-    def __init__(self, server: SSHServer, login: Login, seconds: float, seed: int | None = None) -> None:
+    def __init__(
+        self, server: SSHServer, login: Login, seconds: float, seed: int | None = None, converge_seconds: float = 90
+    ) -> None:
+        self.converge_seconds = converge_seconds  # a long run leaves hundreds of generations to catch up on
         self.server = server
         self.login = login
         self.seconds = seconds
@@ -262,7 +265,7 @@ class ChaosRun:
             return all(self.mirrored_generations(store, f) == self.server_generations(f) for f in self.files)
 
         try:
-            yield wait_for(done, 90, "the mirrors to converge after the chaos")
+            yield wait_for(done, self.converge_seconds, "the mirrors to converge after the chaos")
         except AssertionError:
             log.warn("chaos run did not converge: {report}", report=self.report.line())
 
