@@ -208,6 +208,7 @@ class FileTap:
         self._busy = False
         self._stale_polls = 0
         self._truncation_noticed: float | None = None
+        self._planned_on: list[KnownGeneration] = []  # what the last plan was made from (for the debug log)
         self._stopped = False
         self._epoch = 0  # bumped on every disconnect: a plan made before it is stale
 
@@ -371,7 +372,7 @@ class FileTap:
             self.remote_size = snapshot.current.size
         if result.actions:
             log.debug("{tap}: plan {actions} for {snapshot}, known {known}, last poll {last_poll}", tap=self.label,
-                      actions=result.actions, snapshot=snapshot, known=self.known(), last_poll=self.mirrored.last_poll_time)
+                      actions=result.actions, snapshot=snapshot, known=self._planned_on, last_poll=self.mirrored.last_poll_time)
         # Where each known generation's bytes are now is recorded before acting (a
         # plan cut short by a disconnect or a SIGKILL must not leave a generation
         # with its old identity); a new generation's at its Adopt.
@@ -400,7 +401,8 @@ class FileTap:
         self.mirrored.record_seen(seen.generation, seen.name, seen.device, seen.inode, seen.size, seen.mtime, seen.head)
 
     def _plan(self, snapshot: Snapshot) -> Plan:
-        return plan(snapshot, self.known(), last_poll_time=self.mirrored.last_poll_time, mismatches=self.mismatches)
+        self._planned_on = self.known()
+        return plan(snapshot, self._planned_on, last_poll_time=self.mirrored.last_poll_time, mismatches=self.mismatches)
 
     def _fetch_heads(self, need: NeedHeads, snapshot: Snapshot) -> defer.Deferred[dict[str, dict[int, str]]]:
         channel = CommandChannel(heads_command(_bounded_requests(need.requests, snapshot)))
