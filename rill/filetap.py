@@ -354,6 +354,7 @@ class FileTap:
     @defer.inlineCallbacks
     def _plan_and_act(self, snapshot: Snapshot) -> Any:
         epoch = self._epoch
+        started = self.clock.seconds()
         self._drop_foreign_bytes()
         result = self._plan(snapshot)
         if result.need_heads is not None:
@@ -364,6 +365,8 @@ class FileTap:
                 return
             if epoch != self._epoch or self._stopped:
                 return
+            if self._truncation_noticed is not None and self._truncation_noticed >= started:
+                return  # a stream reported a truncation meanwhile: this poll predates it
             snapshot = _with_heads(snapshot, heads)
             result = self._plan(snapshot)
             if result.need_heads is not None:
