@@ -533,8 +533,10 @@ class RotationModel(RuleBasedStateMachine):
             assert not missing, f"lines lost though the server lost none: {missing[:5]}"
 
 
+# derandomize: the suite runs the same 1,500 examples every time (CI must not flake); explore with
+# other seeds by running the machine directly with derandomize=False and more examples.
 SETTINGS = settings(
-    max_examples=1500, stateful_step_count=50, deadline=None, database=None,
+    max_examples=1500, stateful_step_count=50, deadline=None, database=None, derandomize=True,
     suppress_health_check=[HealthCheck.too_slow, HealthCheck.filter_too_much],
 )
 
