@@ -219,6 +219,7 @@ class PoolTests(SessionServiceTestCase):
             assert reply["status"] == "ok", reply
             return time.perf_counter() - started
 
+        pooled = set(self.manager.ready)
         replies = []
         for _ in range(5):
             replies.append((yield threads.deferToThread(timed_create)))
@@ -229,8 +230,9 @@ class PoolTests(SessionServiceTestCase):
             f"\n  create_session reply from pool: median {statistics.median(replies) * 1000:.2f} ms "
             f"(max {max(replies) * 1000:.2f}; client-measured ZeroMQ round trip)"
         )
-        self.assertLess(max(replies), statistics.median(fresh))
-        self.assertLess(statistics.median(replies) * 2, statistics.median(fresh))
+        # Timings are printed, not asserted: what makes create immediate is that
+        # every session handed out was a shell the pool had opened beforehand.
+        self.assertLessEqual({s.channel for s in self.manager.sessions.values()}, pooled)
         yield wait_for(lambda: len(self.manager.ready) == 5, 30, "the pool to refill")
         handed_out = {s.channel for s in self.manager.sessions.values()}
         self.assertFalse(handed_out & set(self.manager.ready))
