@@ -304,19 +304,24 @@ def age_key(path: str, file: RemoteFile) -> tuple[int, int, int]:
     had not reopened yet can touch an older file after a newer one was created.
     mtime orders the names whose suffix says nothing (``app.log.old``).
     """
-    if file.name == path:
-        return (3, 0, file.mtime)
-    suffix = file.name[len(path):].removesuffix(".gz") if is_rotated_name(path, file.name) else ""
+    return (*_name_rank(path, file.name), file.mtime)
+
+
+def _name_rank(path: str, name: str) -> tuple[int, int]:
+    """How far ``name`` is rotated, as the first two fields of :func:`age_key` (larger: newer)."""
+    if name == path:
+        return (3, 0)
+    suffix = name[len(path):].removesuffix(".gz") if is_rotated_name(path, name) else ""
     match = _SUFFIX.match(suffix)
     if not match:
         digits = re.sub(r"\D", "", suffix)
-        return (2, int(digits), file.mtime) if len(digits) >= 8 else (0, 0, file.mtime)
+        return (2, int(digits)) if len(digits) >= 8 else (0, 0)
     number = int(match[1])
-    return (2, number, file.mtime) if len(match[1]) >= 8 else (1, -number, file.mtime)
+    return (2, number) if len(match[1]) >= 8 else (1, -number)
 
 
 def _rank(path: str, file: RemoteFile) -> tuple[int, int]:
-    return age_key(path, file)[:2]
+    return _name_rank(path, file.name)
 
 
 def _moved_back(path: str, file: RemoteFile, last_seen_name: str) -> bool:
@@ -327,7 +332,7 @@ def _moved_back(path: str, file: RemoteFile, last_seen_name: str) -> bool:
     """
     if not last_seen_name:
         return False
-    return _rank(path, file) > _rank(path, RemoteFile(last_seen_name, 0, 0, 0, 0))
+    return _rank(path, file) > _name_rank(path, last_seen_name)
 
 
 def poll_head_sizes(known: Sequence[KnownGeneration], fingerprint_size: int = FINGERPRINT_SIZE) -> list[int]:
