@@ -482,13 +482,30 @@ class _Planner:
         for f in self.files:
             if (f.device, f.inode) != (g.device, g.inode) or g.inode == 0:
                 continue
-            if _moved_back(self.path, f, g.last_seen_name):
+            if self.reused(g, f):
                 continue  # inode reuse: another file, whatever its bytes (an empty generation has none to compare)
             verdict = self.consistent(g, f)
             if verdict is None:
                 return _Match(None, pending=f)
             return _Match(f) if verdict else _Match(None, truncated=True, inode_file=f)
         return _Match(None)
+
+    def reused(self, g: KnownGeneration, f: RemoteFile) -> bool:
+        """Whether ``g``'s inode, found at ``f``, was freed and reused by another file.
+
+        Rotation only moves a file further: ``f`` cannot be ``g`` if it sits at a
+        less rotated name than ``g`` was last seen at, nor at the path once a
+        *newer* generation was seen there (``g`` had left it).  The second catches
+        an empty generation (no bytes to compare) that vanished while a newer one
+        took the path, its inode then reused for the path.  (Only the path: where
+        a generation was last seen may be a guess, for an empty one, so ranks
+        of rotated names are not compared across generations.)
+        """
+        if _moved_back(self.path, f, g.last_seen_name):
+            return True
+        return f.name == self.path and any(
+            newer.number > g.number and newer.last_seen_name == self.path for newer in self.open + self.finished
+        )
 
     def hidden_copy(self, g: KnownGeneration) -> RemoteFile | None:
         """A copytruncate that the inode and fingerprint checks cannot see.
@@ -562,6 +579,8 @@ class _Planner:
                 self.matches[g.number] = _Match(f, truncated=True, via_copy=True)
                 self.claimed.add(f.name)
                 return
+            if self.n(g) and g.fingerprint == _nul_digest(self.n(g)):
+                return  # NULs (a writer that kept its offset through a truncation) tell files apart no better
             if self.n(g) and self.head(f, self.n(g)) == g.fingerprint:
                 self.matches[g.number] = _Match(f, truncated=self.matches[g.number].truncated, via_copy=True)
                 self.claimed.add(f.name)
