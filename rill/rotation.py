@@ -579,8 +579,12 @@ class _Planner:
                 self.matches[g.number] = _Match(f, truncated=True, via_copy=True)
                 self.claimed.add(f.name)
                 return
-            if self.n(g) and g.fingerprint == _nul_digest(self.n(g)):
-                return  # NULs (a writer that kept its offset through a truncation) tell files apart no better
+            if self.n(g) and g.fingerprint == _nul_digest(self.n(g)) and g.length <= self.n(g):
+                # NULs (a writer that kept its offset through a truncation) tell files apart no
+                # better, and taking another file for the copy could lose it: the gap is reported
+                # and the copy, if it is one, adopted as a new generation.  (A generation with bytes
+                # past its fingerprint may take it: the drain checks the bytes before its offset.)
+                return
             if self.n(g) and self.head(f, self.n(g)) == g.fingerprint:
                 self.matches[g.number] = _Match(f, truncated=self.matches[g.number].truncated, via_copy=True)
                 self.claimed.add(f.name)

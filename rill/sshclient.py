@@ -92,6 +92,9 @@ class RillUserAuth(userauth.SSHUserAuthClient):
         return secret.value.encode() if secret is not None else None
 
 
+SECOND_LOOK = 0.01  # seconds: after a late keepalive check, look again once the reactor has read the socket
+
+
 class RillConnection(connection.SSHConnection):
     """The connection service: channels, plus keepalives that catch a silent network.
 
@@ -105,12 +108,18 @@ class RillConnection(connection.SSHConnection):
         self.host = host
         self.clock = clock
         self._keepalive: Any = None
+        self._check_due = 0.0
+        self._second_look = False
         self.open_channels = 0
 
     def serviceStarted(self) -> None:
         super().serviceStarted()
-        self._keepalive = self.clock.callLater(self.host.keepalive_interval, self._check_alive)
+        self._schedule_check(self.host.keepalive_interval)
         self.transport.connection_ready(self)
+
+    def _schedule_check(self, delay: float) -> None:
+        self._check_due = self.clock.seconds() + delay
+        self._keepalive = self.clock.callLater(delay, self._check_alive)
 
     def serviceStopped(self) -> None:
         if self._keepalive is not None and self._keepalive.active():
@@ -119,7 +128,18 @@ class RillConnection(connection.SSHConnection):
         super().serviceStopped()
 
     def _check_alive(self) -> None:
-        silent = self.clock.seconds() - self.transport.last_received
+        now = self.clock.seconds()
+        silent = now - self.transport.last_received
+        late = now - self._check_due > self.host.keepalive_interval / 2
+        if silent >= self.host.silence_timeout and late and not self._second_look:
+            # This check ran late: the reactor was busy (with this connection's own bytes,
+            # often), and what the peer sent meanwhile may wait unread in the socket.
+            # Look again once the reactor has read: silence it could not hear is not silence.
+            # (Once: a reactor that is always late must still drop a dead link.)
+            self._second_look = True
+            self._schedule_check(SECOND_LOOK)
+            return
+        self._second_look = False
         if silent >= self.host.silence_timeout:
             log.warn(
                 "{host}: nothing received for {silent:.1f}s; dropping the connection",
@@ -132,7 +152,7 @@ class RillConnection(connection.SSHConnection):
         if silent >= self.host.keepalive_interval * 0.9:
             d = self.sendGlobalRequest(b"keepalive@openssh.com", b"", wantReply=1)
             d.addErrback(lambda _: None)  # any answer, even "unsupported", proves the link
-        self._keepalive = self.clock.callLater(self.host.keepalive_interval, self._check_alive)
+        self._schedule_check(self.host.keepalive_interval)
 
     def channel_opened(self) -> None:
         self.open_channels += 1
