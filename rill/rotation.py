@@ -499,10 +499,14 @@ class _Planner:
         an empty generation (no bytes to compare) that vanished while a newer one
         took the path, its inode then reused for the path.  (Only the path: where
         a generation was last seen may be a guess, for an empty one, so ranks
-        of rotated names are not compared across generations.)
+        of rotated names are not compared across generations.)  Nor can a
+        ``.gz`` hold the inode of a plain file: gzip writes it while the plain
+        file still exists.
         """
         if _moved_back(self.path, f, g.last_seen_name):
             return True
+        if f.compressed and g.last_seen_name and not g.last_seen_name.endswith(".gz"):
+            return True  # gzip writes a new file while the old one still holds its inode: a .gz never has it
         return f.name == self.path and any(
             newer.number > g.number and newer.last_seen_name == self.path for newer in self.open + self.finished
         )

@@ -462,6 +462,43 @@ class MoreDecisionTests(SynchronousTestCase):
             shapes(result), [("gap", 1, 0, None), ("finish", 1, False), ("adopt", 2, PATH), ("drain", 2, PATH, 0, True)]
         )
 
+    def test_empty_generation_inode_back_at_the_path_after_a_newer_one(self) -> None:
+        """An empty generation last seen at the path, whose inode is there again after a newer one was: reuse."""
+        s = Server()
+        s.put(f"{PATH}.1", 51, b"", NOW - 1)
+        s.put(PATH, 50, lines(0, 3), NOW)
+        known = [gen(1, 50, b"", last_seen_name=PATH, last_size=0, last_mtime=NOW - 3),
+                 gen(2, 51, b"", last_seen_name=PATH, last_size=0, last_mtime=NOW - 2)]
+        result, _ = run(s, known, last_poll_time=NOW - 2)
+        self.assertEqual(
+            shapes(result),
+            [("gap", 1, 0, None), ("finish", 1, False), ("adopt", 3, PATH), ("drain", 3, PATH, 0, True)],
+        )
+
+    def test_plain_files_inode_on_a_gz_is_reuse(self) -> None:
+        """gzip writes the .gz while the plain file still holds its inode: a .gz with that inode is another file."""
+        s = Server()
+        s.put(f"{PATH}.3.gz", 50, lines(100, 3), NOW - 1)
+        s.put(PATH, 52, b"", NOW)
+        known = [gen(1, 50, b"", "draining", last_seen_name=f"{PATH}.1", last_size=0, last_mtime=NOW - 3),
+                 gen(2, 52, b"", last_seen_name=PATH, last_size=0, last_mtime=NOW - 2)]
+        result, _ = run(s, known, last_poll_time=NOW - 2)
+        self.assertNotIn(("drain", 1, f"{PATH}.3.gz", 0, False), shapes(result)[:1])
+        self.assertEqual(shapes(result)[:2], [("gap", 1, 0, None), ("finish", 1, False)])
+
+    def test_nul_only_generation_does_not_take_a_copy(self) -> None:
+        """A generation of nothing but NULs cannot tell its copy from another NUL-led file: gap, and both adopted."""
+        s = Server()
+        s.put(f"{PATH}.1", 60, b"\0" * 40 + lines(0, 2), NOW)  # NUL-led: whose copy, nobody can tell
+        s.put(PATH, 61, b"", NOW)
+        known = [gen(1, 62, b"\0" * 40, last_seen_name=PATH, last_size=40, last_mtime=NOW - 2)]
+        result, _ = run(s, known, last_poll_time=NOW - 2)
+        self.assertEqual(
+            shapes(result),
+            [("gap", 1, 40, None), ("finish", 1, False), ("adopt", 2, f"{PATH}.1"), ("drain", 2, f"{PATH}.1", 0, False),
+             ("adopt", 3, PATH), ("drain", 3, PATH, 0, True)],
+        )
+
     def test_empty_generation_vanished(self) -> None:
         """An empty generation has no fingerprint: if its inode is gone and no .gz can be it, a gap of unknown size."""
         s = Server()
