@@ -36,8 +36,10 @@ from rill.watch import heads_command, parse_heads_with_identity
 
 log = Logger()
 
-#: Finished generations passed to the planner (the newest ones): enough to recognise rotated copies.
-FINISHED_KEPT = 20
+#: Finished generations passed to the planner (the newest ones), so that their rotated copies and
+#: .gz files are recognised, not taken for another generation's: a host that keeps hundreds of
+#: rotated files needs hundreds (a soak keeping every file took an old .gz for a vanished one).
+FINISHED_KEPT = 1000
 
 
 class PlanAborted(Exception):
@@ -208,6 +210,7 @@ class FileTap:
         self._busy = False
         self._stale_polls = 0
         self._truncation_noticed: float | None = None
+        self._fingerprints: dict[int, str] = {}  # finished generation -> md5 of its first bytes
         self._planned_on: list[KnownGeneration] = []  # what the last plan was made from (for the debug log)
         self._stopped = False
         self._epoch = 0  # bumped on every disconnect: a plan made before it is stale
@@ -318,7 +321,7 @@ class FileTap:
             if g.number in self.readers:
                 length = min(length, self._safe_lengths.get(g.number, 0))
             size = min(FINGERPRINT_SIZE, length)
-            fingerprint = fingerprint_of(self.mirrored.head(g.number)[:length]) if length else ""
+            fingerprint = self._fingerprint(g.number, size, finished=g.state not in ("live", "draining"))
             if g.head_size > size and g.head_md5:
                 size, fingerprint = g.head_size, g.head_md5  # the server's head, ahead of the mirror
             idle = now - reader.last_data if reader is not None and reader.accepted else None
@@ -327,6 +330,20 @@ class FileTap:
                                 g.last_mtime, idle, fingerprint_size=size)
             )
         return known
+
+    def _fingerprint(self, number: int, size: int, finished: bool) -> str:
+        """md5 of the first ``size`` mirrored bytes of a generation.
+
+        A finished generation's mirror never changes again: its fingerprint is
+        cached (hundreds of them are planned on at every poll).
+        """
+        if not size:
+            return ""
+        if not finished:
+            return fingerprint_of(self.mirrored.head(number)[:size])
+        if number not in self._fingerprints:
+            self._fingerprints[number] = fingerprint_of(self.mirrored.head(number)[:size])
+        return self._fingerprints[number]
 
     def _drop_foreign_bytes(self) -> None:
         """Cut back an open generation whose mirror does not start with the head the server showed for it.

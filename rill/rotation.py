@@ -409,6 +409,18 @@ class _Planner:
         self.files = sorted(snapshot.files(), key=lambda f: age_key(self.path, f))
         self.open = [g for g in known if g.open]
         self.finished = [g for g in known if not g.open]
+        # (an empty generation has nothing to recognise; its inode may be reused)
+        recognisable = [g for g in self.finished if _fingerprint_size(g, fingerprint_size)]
+        self.finished_by_identity: dict[tuple[int, int], list[KnownGeneration]] = {}
+        self.finished_by_length: dict[int, list[KnownGeneration]] = {}
+        for g in recognisable:
+            self.finished_by_identity.setdefault((g.device, g.inode), []).append(g)
+            self.finished_by_length.setdefault(g.length, []).append(g)
+        self.finished_by_fingerprint = {
+            g.fingerprint for g in recognisable
+            if _fingerprint_size(g, fingerprint_size) == min(fingerprint_size, g.length)
+            and g.fingerprint != _nul_digest(_fingerprint_size(g, fingerprint_size))
+        }
         self.next_number = max((g.number for g in known), default=0) + 1
         self.last_poll_time = last_poll_time
         self.mismatches = mismatches
@@ -650,13 +662,21 @@ class _Planner:
         return newest.name != self.path and _rank(self.path, f) > _rank(self.path, newest)
 
     def is_finished_generation(self, f: RemoteFile) -> bool:
-        """Whether ``f`` holds a generation we already finished (heads requested while unknown)."""
-        for g in self.finished:
+        """Whether ``f`` holds a generation we already finished (heads requested while unknown).
+
+        Hundreds of finished generations may be known (hosts keep many rotated
+        files), so they are looked up, not scanned: a plain file by its inode or
+        by its size (a copy we drained), a ``.gz`` by one head over
+        ``fingerprint_size`` bytes -- a finished generation shorter than that
+        has its whole content as fingerprint, which that head then equals.
+        """
+        if not self.finished:
+            return False
+        if f.compressed:
+            digest = self.head(f, self.fs)  # gzip keeps the mtime, other compressors may not: the head decides
+            return digest is not None and digest in self.finished_by_fingerprint
+        for g in self.finished_by_identity.get((f.device, f.inode), []) + self.finished_by_length.get(f.size, []):
             same_inode = (f.device, f.inode) == (g.device, g.inode)
-            kept_mtime = f.compressed  # gzip keeps the mtime, other compressors may not: the head decides
-            same_bytes = not f.compressed and g.length > 0 and f.size == g.length  # a copy we drained
-            if not self.n(g) or not (same_inode or kept_mtime or same_bytes):
-                continue  # an empty generation has nothing to recognise (its inode may be reused)
             if not same_inode and g.fingerprint == _nul_digest(self.n(g)):
                 continue  # NULs (a writer that kept its offset through a truncation) tell files apart no better
             if self.head(f, self.n(g)) == g.fingerprint:
