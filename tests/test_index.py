@@ -186,6 +186,24 @@ class SearchTests(IndexTestCase):
         self.assertEqual(data.decode(), hit["line"])
         self.assertTrue(hit["line"].startswith(hit["datetime"]))
 
+    def test_repeated_queries_answer_alike(self) -> None:
+        """Segments hand out their cached postings frozen: no query changes another's answer."""
+        index = self.open(flush_lines=2200)
+        index.catch_up()
+        self.assertTrue(index.segments and index.tail.lines)
+        queries = ["zanzibar", "failed", "failed /admin/", "failed -admin", "failed OR zanzibar", "-failed",
+                   "\"invalid user admin\"", "user=root host:web01", "failed since:2026-01-01T06:00:00Z"]
+
+        def run() -> list[dict]:
+            return [index.search(q, page_size=50, count=True, histogram="1h") for q in queries]
+
+        first = run()
+        self.assertEqual(run(), first)
+        self.assertEqual([index.search(q, page_size=50, count=True, histogram="1h") for q in reversed(queries)],
+                         first[::-1])
+        with self.assertRaises(AttributeError):
+            index.segments[0].postings("failed").add(0)
+
     def test_bad_query(self) -> None:
         """A bad query raises QueryError naming the position."""
         index = self.open()
@@ -210,6 +228,19 @@ class MirrorTests(IndexTestCase):
         mirrored.append(1, mirrored.length(1), b" done\n", START_MS / 1000 + 1)
         index.ingest("web09", "/p", 1)
         self.assertEqual([h["line"] for h in index.search("quagga")["hits"]], ["second quagga done"])
+
+    def test_lines_read_after_the_mirror_grew(self) -> None:
+        """A page mixing lines read before and after the mirror grew reads every line whole."""
+        write_generation(self.data_dir, "web09", "/p", 1, [(START_MS, "first zebra")])
+        index = self.open()
+        index.catch_up()
+        self.assertEqual([h["line"] for h in index.search("zebra")["hits"]], ["first zebra"])
+        mirrored = MirrorStore(self.data_dir).file("web09", "/p")
+        mirrored.append(1, mirrored.length(1), b"second zebra\n", START_MS / 1000 + 1)
+        index.ingest("web09", "/p", 1)
+        hits = index.search("zebra")["hits"]
+        self.assertEqual([h["line"] for h in hits], ["second zebra", "first zebra"])
+        self.assertEqual([h["datetime"] for h in hits], ["2026-01-01T00:00:01.000Z", "2026-01-01T00:00:00.000Z"])
 
     def test_non_ascii_phrases_and_regexes(self) -> None:
         """Phrases are case-folded (ß is ss) and regexes see the decoded line, ASCII or not."""

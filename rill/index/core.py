@@ -20,6 +20,7 @@ import signal
 import sys
 import time
 from collections.abc import Callable, Sequence
+from functools import lru_cache
 from typing import Any
 
 from pyroaring import BitMap
@@ -37,6 +38,10 @@ FLUSH_BYTES = 64 << 20
 BASE_LINES = 50_000
 
 Range = list[Any]  # [host, path, generation, start, end]
+
+# A parsed query is immutable (relative times resolve at each search): a
+# repeated query, such as the next page of one, is not parsed again (~6 us).
+_parse = lru_cache(maxsize=256)(parse_query)
 
 
 def crash_point(point: str) -> None:
@@ -363,7 +368,7 @@ class Index:
     def search(self, query: str, cursor: str | None = None, page_size: int = 100, count: bool = False,
                histogram: str | None = None) -> dict[str, Any]:
         """Run ``query``; see :func:`rill.index.search.run_search`."""
-        parsed = parse_query(query)
+        parsed = _parse(query)
         return run_search(self.sources(), parsed, self.now(), self.reader, cursor, page_size, count, histogram)
 
     # ---------------------------------------------------------- retention

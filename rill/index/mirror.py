@@ -13,11 +13,11 @@ import struct
 import sys
 from array import array
 from collections import OrderedDict
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from datetime import datetime
 from functools import partial
 from itertools import accumulate, repeat
-from operator import add, mul
+from operator import add, getitem, mul
 from typing import Any
 
 from rill.index.segment import FG
@@ -199,6 +199,18 @@ class LineReader:
             if mapped is None:
                 return b""
         return mapped[offset : offset + length]
+
+    def read_many(self, fgs: Sequence[FG], offsets: Sequence[int], lengths: Sequence[int]) -> list[bytes]:
+        """``[self(fg, offset, length) ...]``: sliced from the open maps in C-level maps when they all
+        reach far enough (the usual case for a page of hits), else line by line."""
+        try:
+            maps = list(map(self._maps.__getitem__, fgs))
+        except KeyError:
+            return list(map(self, fgs, offsets, lengths))
+        lines = list(map(getitem, maps, map(slice, offsets, map(add, offsets, lengths))))
+        if list(map(len, lines)) != list(lengths):  # a map older than the line: map the file again
+            return list(map(self, fgs, offsets, lengths))
+        return lines
 
     def mapping(self, fg: FG) -> mmap.mmap | bytes:
         """The whole current mirror of ``fg`` (mapped again if it grew), for batch slicing."""

@@ -23,14 +23,14 @@ import re
 import json
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from itertools import compress
-from operator import add, getitem, itemgetter
+from itertools import compress, repeat
+from operator import add, floordiv, getitem, mod
 from datetime import datetime, timezone
 from fnmatch import fnmatchcase
 from functools import lru_cache
 from typing import Any, Protocol
 
-from pyroaring import BitMap
+from pyroaring import BitMap, FrozenBitMap
 
 from rill.index.match import LineView, matches
 from rill.index.query import And, Field, MatchAll, Node, Not, Or, Phrase, Query, QueryError, Regex, Term, parse_time
@@ -42,7 +42,7 @@ MINUTE = 60000
 EAGER_LIMIT = 50_000  # below this many lines to check, check them all at once (fast, in batch)
 
 Key = tuple[int, str, str, int, int]
-_SORT_KEY = itemgetter(0, 1, 2)  # (datetime, generation, offset): a hit's key
+Row = tuple[int, FG, int, int]  # a hit: (datetime ms, generation, offset, line length), sorts as its key
 ReadLine = Callable[[FG, int, int], bytes]
 
 
@@ -56,7 +56,7 @@ class Source(Protocol):
     minutes: list[int]
     fg_bitmaps: list[BitMap]
 
-    def postings(self, term: str) -> BitMap: ...
+    def postings(self, term: str) -> BitMap | FrozenBitMap: ...  # combined into new bitmaps, never changed
 
     def bucket(self, minute: int) -> BitMap: ...
 
@@ -81,6 +81,15 @@ def iso_ms(ms: int) -> str:
     return f"{_second(seconds)}.{millis:03d}Z"
 
 
+_MILLIS = [f".{m:03d}Z" for m in range(1000)]
+
+
+def iso_ms_many(values: Sequence[int]) -> list[str]:
+    """:func:`iso_ms` of each of ``values``, in C-level maps."""
+    seconds = map(_second, map(floordiv, values, repeat(1000)))
+    return list(map(add, seconds, map(_MILLIS.__getitem__, map(mod, values, repeat(1000)))))
+
+
 def encode_cursor(key: Key) -> str:
     return base64.urlsafe_b64encode(json.dumps(list(key)).encode()).decode().rstrip("=")
 
@@ -97,8 +106,12 @@ def decode_cursor(cursor: str) -> Key:
 # ------------------------------------------------------------------ candidates
 
 
-def _time_filter(source: Source, lo: int | None, hi: int | None, universe: BitMap) -> BitMap | None:
-    """Lines with ``lo <= dt < hi``; ``None`` when the whole source qualifies."""
+def _everything(source: Source) -> BitMap:
+    return BitMap(range(source.lines))
+
+
+def _time_filter(source: Source, lo: int | None, hi: int | None, universe: BitMap | None) -> BitMap | None:
+    """Lines with ``lo <= dt < hi`` (within ``universe``); ``None`` when the whole source qualifies."""
     if (lo is None or source.min_dt >= lo) and (hi is None or source.max_dt < hi):
         return None
     first = (lo // MINUTE) if lo is not None else None
@@ -110,18 +123,27 @@ def _time_filter(source: Source, lo: int | None, hi: int | None, universe: BitMa
         for i in source.bucket(edge) & result:  # type: ignore[arg-type]
             if (lo is not None and dt[i] < lo) or (hi is not None and dt[i] >= hi):
                 result.discard(i)
-    return result & universe
+    return result if universe is None else result & universe
 
 
-def _evaluate(node: Node, source: Source, universe: BitMap) -> tuple[BitMap, BitMap]:
+def _evaluate(node: Node, source: Source, universe: BitMap | None) -> tuple[BitMap, BitMap]:
+    """(sure, maybe) of ``node`` within ``universe``; ``None`` is every line of the source.
+
+    The bitmaps returned may be a source's cached postings (frozen): never
+    changed in place, only combined into new ones.
+    """
     if isinstance(node, Term):
-        hits = source.postings(node.token) & universe
+        hits = source.postings(node.token)
+        if universe is not None:
+            hits = hits & universe
         return hits, hits
     if isinstance(node, Phrase):
         return _phrase(node.words, source, universe)
     if isinstance(node, Field):
         fids = [i for i, fg in enumerate(source.fgs) if fnmatchcase(fg[0] if node.name == "host" else fg[1], node.glob)]
-        hits = BitMap.union(*(source.fg_bitmaps[i] for i in fids)) & universe if fids else BitMap()
+        hits = BitMap.union(*(source.fg_bitmaps[i] for i in fids)) if fids else BitMap()  # a new bitmap
+        if universe is not None:
+            hits &= universe
         return hits, hits
     if isinstance(node, And):
         sure, maybe = _evaluate(node.items[0], source, universe)
@@ -134,17 +156,18 @@ def _evaluate(node: Node, source: Source, universe: BitMap) -> tuple[BitMap, Bit
     if isinstance(node, Or):
         parts = [_evaluate(item, source, universe) for item in node.items]
         return BitMap.union(*(s for s, _ in parts)), BitMap.union(*(m for _, m in parts))
+    whole = _everything(source) if universe is None else universe
     if isinstance(node, Not):
-        sure, maybe = _evaluate(node.item, source, universe)
-        return universe - maybe, universe - sure
+        sure, maybe = _evaluate(node.item, source, whole)
+        return whole - maybe, whole - sure
     if isinstance(node, Regex):
-        return BitMap(), universe
+        return BitMap(), whole
     if isinstance(node, MatchAll):
-        return universe, universe
+        return whole, whole
     raise TypeError(f"not a query node: {node!r}")
 
 
-def _phrase(words: tuple[str, ...], source: Source, universe: BitMap) -> tuple[BitMap, BitMap]:
+def _phrase(words: tuple[str, ...], source: Source, universe: BitMap | None) -> tuple[BitMap, BitMap]:
     """(sure, maybe) of a phrase: its indexed pairs and the words no such pair covers."""
     indexed = pairs_indexed(words)
     paired = {i + d for i, ok in enumerate(indexed) if ok for d in (0, 1)}
@@ -152,9 +175,11 @@ def _phrase(words: tuple[str, ...], source: Source, universe: BitMap) -> tuple[B
     tokens += [w for i, w in enumerate(words) if i not in paired]
     hits = universe
     for token in tokens:
-        hits = source.postings(token) & hits
+        hits = source.postings(token) if hits is None else source.postings(token) & hits
         if not hits:
             return hits, hits
+    if hits is None:
+        hits = _everything(source)
     if len(words) > 1 and not all(indexed):
         return BitMap(), hits
     inner = [source.postings(repeat_token(w)) for w in set(words[1:-1])]
@@ -169,7 +194,7 @@ def candidates(sources: Sequence[tuple[Source, BitMap]], query: Query, now: floa
     for source, dead in sources:
         if not source.lines or (lo is not None and source.max_dt < lo) or (hi is not None and source.min_dt >= hi):
             continue
-        universe = BitMap(range(source.lines)) - dead if dead else BitMap(range(source.lines))
+        universe = _everything(source) - dead if dead else None  # None: every line, no bitmap built
         timed = _time_filter(source, lo, hi, universe)
         if timed is not None:
             universe = timed
@@ -193,10 +218,12 @@ class Searcher:
         self.parts = parts
         self.query = query
         self.read_line = read_line
-        self.exact = all(len(p.sure) == len(p.maybe) for p in parts)
+        self.exact = all(p.sure is p.maybe or len(p.sure) == len(p.maybe) for p in parts)
+        if self.exact:
+            return
         checks = _conjunctive_checks(query.expr)
         todo = sum(len(p.maybe) - len(p.sure) for p in parts)
-        if not self.exact and checks is not None and (eager or todo <= EAGER_LIMIT):
+        if checks is not None and (eager or todo <= EAGER_LIMIT):
             for part in parts:
                 part.sure |= self._bulk_verify(part, part.maybe - part.sure, checks)
                 part.maybe = part.sure
@@ -249,8 +276,11 @@ class Searcher:
             total += sum(1 for p in self.parts for i in p.maybe - p.sure if self.verify(p, i))
         return total
 
-    def page(self, size: int, below: Key | None) -> tuple[list[tuple[Key, _Part, int]], bool]:
+    def page(self, size: int, below: Key | None) -> tuple[list[Row], bool]:
         """Up to ``size`` hits newest first, keys strictly below ``below``; and whether more exist.
+
+        A hit is a :data:`Row`, ``(datetime, (host, path, generation), offset,
+        length)``; rows sort as their keys do (a line's generation and offset are unique).
 
         Candidates are taken in time windows from the newest down (one window
         for few candidates, else a minute growing fourfold); within a window
@@ -275,18 +305,23 @@ class Searcher:
                     if len(hits) >= need:
                         break
             span = None if span is None else span * 4
-        return hits[:size], len(hits) > size
+        rows = [(dt, (host, path, gen), off, part.source.columns.length[i])
+                for (dt, host, path, gen, off), part, i in hits[:size]]
+        return rows, len(hits) > size
 
-    def _few(self, size: int) -> tuple[list[tuple[Key, _Part, int]], bool]:
-        """:meth:`page` from the top for few exact hits: all keyed and sorted at once."""
-        batch: list[tuple[int, FG, int, _Part, int]] = []
+    def _few(self, size: int) -> tuple[list[Row], bool]:
+        """:meth:`page` from the top for few exact hits: all keyed and sorted at once.
+
+        Rows are built by C-level ``map``/``zip`` calls, no Python code per hit.
+        """
+        rows: list[Row] = []
         for part in self.parts:
             fgs, cols = part.source.fgs, part.source.columns
-            dt, fg, off = cols.dt, cols.fg, cols.off
-            batch += [(dt[i], fgs[fg[i]], off[i], part, i) for i in part.maybe]
-        batch.sort(key=_SORT_KEY, reverse=True)
-        hits = [((dt, *fg, off), part, i) for dt, fg, off, part, i in batch[:size]]
-        return hits, len(batch) > size
+            ids = part.maybe.to_array()
+            rows += zip(map(cols.dt.__getitem__, ids), map(fgs.__getitem__, map(cols.fg.__getitem__, ids)),
+                        map(cols.off.__getitem__, ids), map(cols.length.__getitem__, ids))
+        rows.sort(reverse=True)
+        return rows[:size], len(rows) > size
 
     def _window(self, start: int, end: int, below: Key | None, want: int | None) -> list[tuple[Key, _Part, int]]:
         """Candidates with ``start <= dt < end`` and key below ``below``, newest first (the newest ``want``)."""
@@ -383,7 +418,7 @@ def run_search(
     hits, more = searcher.page(size, below)
     result: dict[str, Any] = {
         "hits": _hits(hits, read_line),
-        "cursor": encode_cursor(hits[-1][0]) if more and hits and not query.limit else None,
+        "cursor": encode_cursor(_key(hits[-1])) if more and hits and not query.limit else None,
     }
     if count:
         result["count"] = searcher.count()
@@ -400,10 +435,23 @@ def parse_bucket(text: str) -> int:
     return int(-when.seconds)
 
 
-def _hits(hits: list[tuple[Key, _Part, int]], read_line: ReadLine) -> list[dict[str, Any]]:
-    """The result dicts of a page of hits (lines decoded in one call: no line holds a newline)."""
-    raw = [read_line((host, path, gen), off, part.source.columns.length[i])
-           for (_, host, path, gen, off), part, i in hits]
-    lines = b"\n".join(raw).decode("utf-8", "replace").split("\n") if hits else []
-    return [{"host": host, "path": path, "generation": gen, "offset": off, "datetime": iso_ms(dt), "line": line}
-            for ((dt, host, path, gen, off), _, _), line in zip(hits, lines)]
+def _hits(rows: list[Row], read_line: ReadLine) -> list[dict[str, Any]]:
+    """The result dicts of a page of hits.
+
+    Lines are read in one batch when the reader can (``read_many``) and
+    decoded in one call (no line holds a newline); datetimes are formatted by
+    C-level maps over cached seconds: what is left per hit is the dict itself.
+    """
+    if not rows:
+        return []
+    dts, fgs, offs, lengths = zip(*rows)
+    many = getattr(read_line, "read_many", None)
+    raw = many(fgs, offs, lengths) if many is not None else map(read_line, fgs, offs, lengths)
+    lines = b"\n".join(raw).decode("utf-8", "replace").split("\n")
+    return [{"host": host, "path": path, "generation": gen, "offset": off, "datetime": when, "line": line}
+            for when, (host, path, gen), off, line in zip(iso_ms_many(dts), fgs, offs, lines)]
+
+
+def _key(row: Row) -> Key:
+    dt, (host, path, gen), off, _ = row
+    return (dt, host, path, gen, off)
