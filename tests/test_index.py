@@ -187,7 +187,7 @@ class SearchTests(IndexTestCase):
         self.assertTrue(hit["line"].startswith(hit["datetime"]))
 
     def test_repeated_queries_answer_alike(self) -> None:
-        """Segments hand out their cached postings frozen: no query changes another's answer."""
+        """Cached postings and minute buckets are frozen: no query changes another's answer."""
         index = self.open(flush_lines=2200)
         index.catch_up()
         self.assertTrue(index.segments and index.tail.lines)
@@ -201,8 +201,11 @@ class SearchTests(IndexTestCase):
         self.assertEqual(run(), first)
         self.assertEqual([index.search(q, page_size=50, count=True, histogram="1h") for q in reversed(queries)],
                          first[::-1])
+        segment = index.segments[0]
         with self.assertRaises(AttributeError):
-            index.segments[0].postings("failed").add(0)
+            segment.postings("failed").add(0)
+        with self.assertRaises(AttributeError):
+            segment.bucket(segment.minutes[0]).add(0)
 
     def test_bad_query(self) -> None:
         """A bad query raises QueryError naming the position."""

@@ -19,6 +19,7 @@ segments are flushed and merged underneath.
 from __future__ import annotations
 
 import base64
+from bisect import bisect_left, bisect_right
 import re
 import json
 from collections.abc import Callable, Sequence
@@ -58,7 +59,7 @@ class Source(Protocol):
 
     def postings(self, term: str) -> BitMap | FrozenBitMap: ...  # combined into new bitmaps, never changed
 
-    def bucket(self, minute: int) -> BitMap: ...
+    def bucket(self, minute: int) -> BitMap | FrozenBitMap: ...  # combined into new bitmaps, never changed
 
 
 @dataclass
@@ -110,14 +111,20 @@ def _everything(source: Source) -> BitMap:
     return BitMap(range(source.lines))
 
 
+def _minutes(source: Source, first: int | None, last: int | None) -> list[int]:
+    """The minutes of ``source`` (sorted) from ``first`` to ``last`` included, ``None`` for no bound."""
+    minutes = source.minutes
+    return minutes[0 if first is None else bisect_left(minutes, first) :
+                   len(minutes) if last is None else bisect_right(minutes, last)]
+
+
 def _time_filter(source: Source, lo: int | None, hi: int | None, universe: BitMap | None) -> BitMap | None:
     """Lines with ``lo <= dt < hi`` (within ``universe``); ``None`` when the whole source qualifies."""
     if (lo is None or source.min_dt >= lo) and (hi is None or source.max_dt < hi):
         return None
     first = (lo // MINUTE) if lo is not None else None
     last = ((hi - 1) // MINUTE) if hi is not None else None
-    wanted = [m for m in source.minutes if (first is None or m >= first) and (last is None or m <= last)]
-    result = BitMap.union(*(source.bucket(m) for m in wanted)) if wanted else BitMap()
+    result = BitMap().union(*map(source.bucket, _minutes(source, first, last)))  # mutable, whatever buckets are
     dt = source.columns.dt
     for edge in {first, last} - {None}:
         for i in source.bucket(edge) & result:  # type: ignore[arg-type]
@@ -333,8 +340,7 @@ class Searcher:
                 continue
             ids = part.maybe
             if src.min_dt < start or src.max_dt > upper:
-                ms = [m for m in src.minutes if start // MINUTE <= m <= upper // MINUTE]
-                ids = ids & BitMap.union(*(src.bucket(m) for m in ms)) if ms else BitMap()
+                ids = ids & BitMap().union(*map(src.bucket, _minutes(src, start // MINUTE, upper // MINUTE)))
             array = ids.to_array()
             chunks.append((part, array, list(map(src.columns.dt.__getitem__, array))))
         low = start
