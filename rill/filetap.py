@@ -211,6 +211,7 @@ class FileTap:
         self._stale_polls = 0
         self._truncation_noticed: float | None = None
         self._fingerprints: dict[int, str] = {}  # finished generation -> md5 of its first bytes
+        self._gz_heads: dict[tuple[str, int, int, int, int, int], dict[int, str]] = {}  # see _with_cached_heads
         self._planned_on: list[KnownGeneration] = []  # what the last plan was made from (for the debug log)
         self._stopped = False
         self._epoch = 0  # bumped on every disconnect: a plan made before it is stale
@@ -373,6 +374,7 @@ class FileTap:
         epoch = self._epoch
         started = self.clock.seconds()
         self._drop_foreign_bytes()
+        snapshot = self._with_cached_heads(snapshot)
         result = self._plan(snapshot)
         if result.need_heads is not None:
             try:
@@ -385,6 +387,7 @@ class FileTap:
             if self._truncation_noticed is not None and self._truncation_noticed >= started:
                 return  # a stream reported a truncation meanwhile: this poll predates it
             snapshot = _with_heads(snapshot, heads)
+            self._cache_heads(snapshot)
             result = self._plan(snapshot)
             if result.need_heads is not None:
                 return  # the files changed under us; the next poll tries again
@@ -416,6 +419,23 @@ class FileTap:
         self.mirrored.last_poll_time = snapshot.server_time
         self.mirrored.save()
         self._update_state(snapshot)
+
+    def _with_cached_heads(self, snapshot: Snapshot) -> Snapshot:
+        """The poll, with the heads already fetched for its ``.gz`` files.
+
+        A ``.gz`` is written once: under the same name, identity, size and times
+        its content is the same, and decompressing hundreds of them at every poll
+        (a host keeping many) would cost the target more than the logs do.
+        """
+        keys = {_gz_key(f) for f in snapshot.files() if f.compressed}
+        self._gz_heads = {key: heads for key, heads in self._gz_heads.items() if key in keys}
+        known = {key[0]: heads for key, heads in self._gz_heads.items()}
+        return _with_heads(snapshot, known) if known else snapshot
+
+    def _cache_heads(self, snapshot: Snapshot) -> None:
+        for f in snapshot.files():
+            if f.compressed and f.heads:
+                self._gz_heads[_gz_key(f)] = dict(f.heads)
 
     def _record_seen(self, seen: Seen) -> None:
         self.mirrored.record_seen(seen.generation, seen.name, seen.device, seen.inode, seen.size, seen.mtime, seen.head)
@@ -567,9 +587,14 @@ class FileTap:
 
 
 def _bounded_requests(requests: tuple[tuple[str, int], ...], snapshot: Snapshot) -> list[tuple[str, int]]:
-    """Hash at most the bytes the poll saw: a plain file's head over n >= its polled size is its whole (polled) content."""
+    """Hash at most the bytes the poll saw: a plain file's head over n >= its polled size is its whole (polled) content.
+
+    Plain files come first: a heads command carries a bounded list, and the
+    ``.gz`` heads left out are asked for at the next poll (the tap keeps those it got).
+    """
     sizes = {f.name: f.size for f in snapshot.files() if not f.compressed}
-    return [(name, min(n, sizes[name]) if name in sizes else n) for name, n in requests]
+    bounded = [(name, min(n, sizes[name]) if name in sizes else n) for name, n in requests]
+    return sorted(bounded, key=lambda request: request[0].endswith(".gz"))
 
 
 def _matching_heads(
@@ -588,6 +613,10 @@ def _matching_heads(
         if hashed in answer[1]:
             heads.setdefault(name, {})[n] = answer[1][hashed]
     return heads
+
+
+def _gz_key(f: RemoteFile) -> tuple[str, int, int, int, int, int]:
+    return (f.name, f.device, f.inode, f.size, f.mtime, f.ctime)
 
 
 def _with_heads(snapshot: Snapshot, heads: dict[str, dict[int, str]]) -> Snapshot:

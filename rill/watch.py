@@ -92,24 +92,44 @@ def watch_command(patterns: Iterable[str], interval: float) -> str:
     return "\n".join(lines)
 
 
-def heads_command(requests: Iterable[tuple[str, int]]) -> str:
+#: Bytes of requests one heads command carries (Linux takes at most 128 KiB in one argument).
+HEADS_COMMAND_BYTES = 64 * 1024
+#: Marks the end of the request list in :func:`heads_command` (a name can never be this line).
+_HEADS_END = "RILL_HEADS_END"
+
+
+def heads_command(requests: Iterable[tuple[str, int]], limit: int = HEADS_COMMAND_BYTES) -> str:
     """Fingerprints on demand: ``H n md5 dev ino name`` per (name, n); ``.gz`` files are read decompressed.
 
     The file is stat'ed before and after hashing: a head is printed only if the
     name held the same (device, inode) both times, and with that identity, so a
     rotation between the poll and this command cannot pass off another file's
     head as the polled file's (the tap drops heads whose identity differs).
+
+    The requests go in a quoted here-document, one ``n name`` line each, read
+    by one loop: a host keeping hundreds of rotated files asks for hundreds of
+    heads, and a command with the loop body repeated per file outgrew the
+    kernel's limit on one argument (``sh -c``: "Argument list too long").
+    Requests beyond ``limit`` bytes of that list are left out, in order.
     """
-    parts = []
+    lines, size = [], 0
     for name, n in requests:
-        reader = f"gzip -dc -- {quote(name)} 2>/dev/null" if name.endswith(".gz") else f"head -c {n} -- {quote(name)}"
-        limit = f" | head -c {n}" if name.endswith(".gz") else ""
-        ident = f"stat -L -c '%d %i' -- {quote(name)} 2>/dev/null"
-        parts.append(
-            f"a=$({ident}); h=$({reader}{limit} | md5sum); b=$({ident}); "
-            f"[ -n \"$a\" ] && [ \"$a\" = \"$b\" ] && printf 'H {n} %s %s %s\\n' \"${{h%% *}}\" \"$a\" {quote(name)}"
-        )
-    return "; ".join(parts) + "; echo E"
+        line = f"{n} {name}\n"
+        if "\n" in name or name == _HEADS_END:
+            continue
+        if size + len(line) > limit:
+            break  # the rest are asked for again at a later poll (the tap keeps .gz heads it got)
+        lines.append(line)
+        size += len(line)
+    return (
+        "while IFS= read -r r; do n=${r%% *}; f=${r#* }; "
+        "a=$(stat -L -c '%d %i' -- \"$f\" 2>/dev/null); "
+        "case $f in *.gz) h=$(gzip -dc -- \"$f\" 2>/dev/null | head -c \"$n\" | md5sum) ;; "
+        "*) h=$(head -c \"$n\" -- \"$f\" 2>/dev/null | md5sum) ;; esac; "
+        "b=$(stat -L -c '%d %i' -- \"$f\" 2>/dev/null); "
+        "[ -n \"$a\" ] && [ \"$a\" = \"$b\" ] && printf 'H %s %s %s %s\\n' \"$n\" \"${h%% *}\" \"$a\" \"$f\"; "
+        f"done <<'{_HEADS_END}'\n{''.join(lines)}{_HEADS_END}\necho E"
+    )
 
 
 @dataclass

@@ -101,3 +101,22 @@ class FileTapGuardTests(SynchronousTestCase):
         self.tap._drop_foreign_bytes()
         self.assertEqual(self.mirrored.read(number), data)
         self.assertIn(number, self.tap.readers)
+
+    def test_gz_heads_are_fetched_once(self) -> None:
+        """A .gz's heads, once fetched, come with every later poll while it is the same file; a changed one is asked again."""
+        gz = RemoteFile(f"{PATH}.3.gz", 8, 30, 99, 5, ctime=6)
+        fetched = Snapshot(PATH, None, (RemoteFile(gz.name, 8, 30, 99, 5, {1024: "a" * 32}, 6),), 10)
+        self.tap._cache_heads(fetched)
+        later = self.tap._with_cached_heads(Snapshot(PATH, None, (gz,), 11))
+        self.assertEqual(later.siblings[0].heads, {1024: "a" * 32})
+        rewritten = RemoteFile(gz.name, 8, 31, 99, 5, ctime=7)  # same name, another file
+        again = self.tap._with_cached_heads(Snapshot(PATH, None, (rewritten,), 12))
+        self.assertEqual(again.siblings[0].heads, {})
+        self.assertEqual(self.tap._with_cached_heads(Snapshot(PATH, None, (gz,), 13)).siblings[0].heads, {})
+
+    def test_plain_file_heads_are_not_cached(self) -> None:
+        """A plain file may be rewritten within the second at the same size: its heads are always fetched anew."""
+        plain = Snapshot(PATH, None, (RemoteFile(f"{PATH}.1", 8, 40, 10, 5, {10: "b" * 32}, 6),), 10)
+        self.tap._cache_heads(plain)
+        later = self.tap._with_cached_heads(Snapshot(PATH, None, (RemoteFile(f"{PATH}.1", 8, 40, 10, 5, ctime=6),), 11))
+        self.assertEqual(later.siblings[0].heads, {})

@@ -6,6 +6,7 @@ target's login shell would.  Files are changed while it follows them.
 
 from __future__ import annotations
 
+import gzip
 import hashlib
 import os
 import shutil
@@ -16,8 +17,12 @@ from typing import Any
 from twisted.internet import defer, protocol, reactor
 from twisted.trial.unittest import SkipTest, TestCase
 
-from rill import remote
+from rill import remote, watch
 from tests.helpers import wait_for
+
+
+def command_lines(requests: list[tuple[str, int]]) -> str:
+    return "".join(f"{n} {name}\n" for name, n in requests)
 
 
 class _Collect(protocol.ProcessProtocol):
@@ -138,6 +143,25 @@ class StreamCommandMixin:
         yield stream.ended
         header = stream.output.split(b"\n", 1)[0]
         self.assertTrue(header.endswith(hashlib.md5(b"0123456789").hexdigest().encode()), header)
+
+    @defer.inlineCallbacks
+    def test_heads_of_hundreds_of_files(self) -> Any:
+        """Heads for hundreds of rotated files in one command (once more than one shell argument held)."""
+        self.write(b"first line\n" * 3, "wb")
+        with gzip.open(self.path + ".1.gz", "wb") as f:
+            f.write(b"zipped\n" * 3)
+        requests = [(self.path, 4), (self.path + ".1.gz", 9), (self.path + ".2", 4)]
+        requests += [(os.path.join(self.dir, f"rotated-{i:04d}-" + "x" * 60), 1024) for i in range(700)]
+        requests.append((self.path, 6))  # past the limit: left for a later poll
+        command = watch.heads_command(requests, limit=len(command_lines(requests[:-1])))
+        run = self.start_command(command)
+        yield run.ended
+        self.assertEqual(run.errors, b"")
+        heads = watch.parse_heads_with_identity(run.output)
+        self.assertEqual(heads[self.path][1], {4: hashlib.md5(b"firs").hexdigest()})  # not 6: beyond the limit
+        self.assertEqual(heads[self.path + ".1.gz"][1], {9: hashlib.md5(b"zipped\nzi").hexdigest()})
+        self.assertNotIn(self.path + ".2", heads)  # missing: no head, no error
+        self.assertTrue(run.output.endswith(b"E\n"))
 
 
 class BusyBoxStreamCommandTests(StreamCommandMixin, TestCase):
