@@ -46,12 +46,14 @@ def main() -> None:
             yield run.cleanup()
             yield server.cleanup()
         print(report.line())
-        if report.lost or report.duplicated or report.gaps or report.mismatched_generations:
+        if report.lost or report.duplicated or report.gaps or report.mismatched_generations or report.out_of_order:
             with tempfile.NamedTemporaryFile("w", prefix="rill-soak-", suffix=".log", delete=False) as f:
                 f.write(log_text)
             print("  twistd log:", f.name)
         for problem in report.mismatched_generations:
             print("  mismatch:", problem)
+        for difference in report.order_differences:
+            print("  order:", difference)
         if report.lost or report.duplicated or report.gaps or report.mismatched_generations:
             raise SystemExit(1)
 

@@ -177,6 +177,7 @@ class ChaosReport:
     gaps: int = 0
     mismatched_generations: list[str] = field(default_factory=list)
     out_of_order: int = 0  # files whose generations are all exact but numbered in another order
+    order_differences: list[str] = field(default_factory=list)
 
     def line(self) -> str:
         return (
@@ -289,6 +290,11 @@ class ChaosRun:
             got, expected = self.mirrored_generations(store, f), self.server_generations(f)
             if got != expected and sorted(got) == sorted(expected):
                 self.report.out_of_order += 1  # every generation exact; the numbering differs (see rill/rotation.py)
+                first = next(i for i, (a, b) in enumerate(zip(got, expected)) if a != b)
+                self.report.order_differences.append(
+                    f"{f.name}: from the {first + 1}th non-empty generation on, mirror sizes "
+                    f"{[len(g) for g in got[first:first + 4]]} vs server {[len(g) for g in expected[first:first + 4]]}"
+                )
             elif got != expected:
                 self.report.mismatched_generations.append(
                     f"{f.name}: mirror {[len(g) for g in got]} vs server {[len(g) for g in expected]}"
