@@ -30,7 +30,9 @@ from rill import remote
 from rill.channels import ChannelOpenFailed, ExecChannel
 from rill.generations import tail_check
 from rill.remote import CHECK_SIZE
-from rill.rotation import Adopt, Drain, Finish, Gap, KnownGeneration, NeedHeads, Plan, RemoteFile, Seen, Snapshot, plan
+from rill.rotation import (
+    OPEN_STATES, Adopt, Drain, Finish, Gap, KnownGeneration, NeedHeads, Plan, RemoteFile, Seen, Snapshot, plan,
+)
 from rill.store.mirror import FINGERPRINT_SIZE, MirroredFile, fingerprint_of
 from rill.watch import heads_command, parse_heads_with_identity
 
@@ -210,7 +212,7 @@ class FileTap:
         self._busy = False
         self._stale_polls = 0
         self._truncation_noticed: float | None = None
-        self._fingerprints: dict[int, str] = {}  # finished generation -> md5 of its first bytes
+        self._finished: dict[int, tuple[int, str]] = {}  # see _finished_identity
         self._gz_heads: dict[tuple[str, int, int, int, int, int], dict[int, str]] = {}  # see _with_cached_heads
         self._planned_on: list[KnownGeneration] = []  # what the last plan was made from (for the debug log)
         self._stopped = False
@@ -269,7 +271,7 @@ class FileTap:
         # The stream may deliver bytes written after this poll's stat: only the bytes
         # we held when the *previous* poll arrived are sure to predate the stat, so
         # those are what the planner compares sizes and heads with.
-        lengths = {g.number: self.mirrored.length(g.number) for g in self.mirrored.generations()}
+        lengths = {g.number: self.mirrored.length(g.number) for g in self.mirrored.generations() if g.state in OPEN_STATES}
         self._safe_lengths, self._arrival_lengths = self._arrival_lengths, lengths
         if self._busy or self._stopped or self._stale(snapshot):
             return
@@ -312,17 +314,20 @@ class FileTap:
         now = self.clock.seconds()
         known = []
         generations = self.mirrored.generations()
-        finished = [g.number for g in generations if g.state not in ("live", "draining")]
+        finished = [g.number for g in generations if g.state not in OPEN_STATES]
         kept = set(finished[-FINISHED_KEPT:])
         for g in generations:
-            if g.state not in ("live", "draining") and g.number not in kept:
-                continue
             reader = self.readers.get(g.number)
-            length = self.mirrored.length(g.number)
-            if g.number in self.readers:
-                length = min(length, self._safe_lengths.get(g.number, 0))
+            if g.state not in OPEN_STATES:
+                if g.number not in kept:
+                    continue
+                length, fingerprint = self._finished_identity(g.number)
+            else:
+                length = self.mirrored.length(g.number)
+                if reader is not None:
+                    length = min(length, self._safe_lengths.get(g.number, 0))
+                fingerprint = _head_md5(self.mirrored, g.number, length)
             size = min(FINGERPRINT_SIZE, length)
-            fingerprint = self._fingerprint(g.number, size, finished=g.state not in ("live", "draining"))
             if g.head_size > size and g.head_md5:
                 size, fingerprint = g.head_size, g.head_md5  # the server's head, ahead of the mirror
             idle = now - reader.last_data if reader is not None and reader.accepted else None
@@ -332,19 +337,16 @@ class FileTap:
             )
         return known
 
-    def _fingerprint(self, number: int, size: int, finished: bool) -> str:
-        """md5 of the first ``size`` mirrored bytes of a generation.
+    def _finished_identity(self, number: int) -> tuple[int, str]:
+        """(length, md5 of the first bytes) of a finished generation.
 
-        A finished generation's mirror never changes again: its fingerprint is
-        cached (hundreds of them are planned on at every poll).
+        Its mirror never changes again, so both are read once: hundreds of
+        finished generations are planned on at every poll.
         """
-        if not size:
-            return ""
-        if not finished:
-            return fingerprint_of(self.mirrored.head(number)[:size])
-        if number not in self._fingerprints:
-            self._fingerprints[number] = fingerprint_of(self.mirrored.head(number)[:size])
-        return self._fingerprints[number]
+        if number not in self._finished:
+            length = self.mirrored.length(number)
+            self._finished[number] = (length, _head_md5(self.mirrored, number, length))
+        return self._finished[number]
 
     def _drop_foreign_bytes(self) -> None:
         """Cut back an open generation whose mirror does not start with the head the server showed for it.
@@ -613,6 +615,11 @@ def _matching_heads(
         if hashed in answer[1]:
             heads.setdefault(name, {})[n] = answer[1][hashed]
     return heads
+
+
+def _head_md5(mirrored: MirroredFile, number: int, length: int) -> str:
+    """md5 of the first min(FINGERPRINT_SIZE, ``length``) mirrored bytes ("" for none)."""
+    return fingerprint_of(mirrored.head(number)[: min(FINGERPRINT_SIZE, length)]) if length else ""
 
 
 def _gz_key(f: RemoteFile) -> tuple[str, int, int, int, int, int]:

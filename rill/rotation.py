@@ -422,6 +422,8 @@ class _Planner:
             and g.fingerprint != _nul_digest(_fingerprint_size(g, fingerprint_size))
         }
         self.next_number = max((g.number for g in known), default=0) + 1
+        # the newest generation last seen at the path: an older one's inode found there is reused
+        self.last_at_path = max((g.number for g in known if g.last_seen_name == self.path), default=0)
         self.last_poll_time = last_poll_time
         self.mismatches = mismatches
         self.quiet = quiet
@@ -519,9 +521,7 @@ class _Planner:
             return True
         if f.compressed and g.last_seen_name and not g.last_seen_name.endswith(".gz"):
             return True  # gzip writes a new file while the old one still holds its inode: a .gz never has it
-        return f.name == self.path and any(
-            newer.number > g.number and newer.last_seen_name == self.path for newer in self.open + self.finished
-        )
+        return f.name == self.path and g.number < self.last_at_path
 
     def hidden_copy(self, g: KnownGeneration) -> RemoteFile | None:
         """A copytruncate that the inode and fingerprint checks cannot see.
