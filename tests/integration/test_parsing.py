@@ -82,6 +82,9 @@ class ParsingTests(ServerFixture, unittest.TestCase):
     def test_multiline_events(self):
         """A stack trace's indented lines are published with their first line, one record, its time."""
         yield self.rill.start()
+        # Lines published before the SUB's subscription reaches the PUB are not sent to it: the
+        # trace is written once the subscriber has received something (raw app lines, no parser here).
+        yield wait_for(lambda: self.sub.messages or self.app.write(1), 30, "the subscriber to be connected")
         trace = (
             "2026-11-26T10:00:00.000Z ERROR boom\n"
             "  at a.b(c.java:1)\n"
